@@ -1,0 +1,1 @@
+// Measurement engine, measurement log store, crash recovery, boot sequence.

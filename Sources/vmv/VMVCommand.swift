@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// The VMV domain's daemon and operator commands.
+@main
+struct VMVCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmv",
+        abstract: "Virtual Machine Verifier: measure Xen guests into a TPM-backed log and serve quotes.",
+        subcommands: [],
+        helpNames: [.long, .short]
+    )
+}

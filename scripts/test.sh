@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole default test suite, from a fresh Debian 12 machine: installs what is missing,
+# builds, runs the Swift tests (unit, interop with tpm2-tools on a private swtpm, fault tests)
+# and the command-line checks. Slow suites (Xen under QEMU, soak) have their own commands.
+#
+# Prints one line per step and ends with "N passed, M failed" (steps); exit 0 only if all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/common.sh
+
+scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+ensure_swift_on_path
+
+LOGDIR=${VMV_TEST_LOGS:-$PWD/.build/test-logs}
+mkdir -p "$LOGDIR"
+passed=0; failed=0; failures=()
+
+step() {   # step NAME COMMAND...
+  local name=$1; shift
+  local log="$LOGDIR/$name.log" t0=$SECONDS
+  echo "--- $name"
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1)); echo "PASS $name ($((SECONDS - t0))s)"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "FAIL $name ($((SECONDS - t0))s), log: $log"
+    tail -40 "$log" | sed 's/^/    /'
+  fi
+  # surface the test framework's own summary lines
+  grep -E "^(✔|✘) Test run with|Executed [1-9][0-9]* tests?, with" "$log" | tail -3 | sed 's/^/    /' || true
+}
+
+step build swift build --build-tests
+step swift-test swift test --skip-build
+for t in Tests/cli/*.sh; do
+  [ -e "$t" ] || continue
+  step "cli-$(basename "$t" .sh)" bash "$t"
+done
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed steps: ${failures[*]} (logs in $LOGDIR)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

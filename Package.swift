@@ -66,6 +66,6 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "TPMWireTests", dependencies: ["TPMWire"]),
+        .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )

@@ -6,7 +6,7 @@ struct VMVVerifierCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv-verifier",
         abstract: "Verify TPM quotes and measurement logs from VMV hosts.",
-        subcommands: [],
+        subcommands: [EventLogCommand.self],
         helpNames: [.long, .short]
     )
 }

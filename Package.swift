@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "vmv", targets: ["vmv"]),
         .executable(name: "vmv-verifier", targets: ["vmv-verifier"]),
+        .executable(name: "vmv-bench", targets: ["vmv-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -64,6 +65,11 @@ let package = Package(
             "Verifier", "TPMWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Release-built benchmarks (scripts/bench.sh NAME), each beside its reference tool.
+        .executableTarget(name: "vmv-bench", dependencies: [
+            "TPMWire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", .product(name: "Crypto", package: "swift-crypto")]),

@@ -271,7 +271,8 @@ public struct TCGSpecIDEvent: Hashable, Sendable {
 struct TCGEventScanner {
     let bytes: [UInt8]
     let header: TCGSpecIDEvent
-    /// Digest sizes by table position.
+    /// Algorithm identifiers and digest sizes by table position.
+    private let ids: [UInt16]
     private let sizes: [Int]
     private var reader: ByteReader
 
@@ -282,7 +283,7 @@ struct TCGEventScanner {
     private(set) var eventType = TCGEventType.noAction
     /// Byte offset of each digest, by table position (every table algorithm appears once).
     private(set) var digestOffsets: [Int]
-    /// Table positions in wire order.
+    /// Table positions in wire order (the count always equals the table's).
     private(set) var digestOrder: [Int]
     private(set) var dataOffset = 0
     private(set) var dataCount = 0
@@ -294,10 +295,10 @@ struct TCGEventScanner {
         self.bytes = bytes
         reader = ByteReader(bytes)
         header = try TCGSpecIDEvent(from: &reader)
+        ids = header.algorithms.map(\.algorithm.rawValue)
         sizes = header.algorithms.map(\.digestSize)
         digestOffsets = [Int](repeating: 0, count: sizes.count)
-        digestOrder = []
-        digestOrder.reserveCapacity(sizes.count)
+        digestOrder = [Int](repeating: 0, count: sizes.count)
     }
 
     /// Reads the next record; false at the end of the log.
@@ -328,11 +329,10 @@ struct TCGEventScanner {
         guard count == UInt32(sizes.count) else {
             throw WireError(.invalidValue, "digests.count: \(count), every event must carry a digest for each of the \(sizes.count) banks of the Spec ID table (\(Self.names(header.banks)))")
         }
-        digestOrder.removeAll(keepingCapacity: true)
         var seen: UInt32 = 0
         for i in 0..<Int(count) {
             let id = try readDigestAlgorithm(i)
-            guard let position = header.algorithms.firstIndex(where: { $0.algorithm.rawValue == id }) else {
+            guard let position = ids.firstIndex(of: id) else {
                 throw WireError(.unknownAlgorithm, "digests[\(i)].algorithmId: \(TPMAlgorithm(id).name) is not in the Spec ID table (\(Self.names(header.banks)))")
             }
             guard seen & (1 << position) == 0 else {
@@ -344,7 +344,7 @@ struct TCGEventScanner {
                 throw WireError.truncated("digests[\(i)].digest (\(TPMAlgorithm(id).name))", needed: size, available: reader.remaining)
             }
             digestOffsets[position] = reader.offset
-            digestOrder.append(position)
+            digestOrder[i] = position
             try reader.skip(size, "digest")
         }
         let size = try reader.readUInt32LE("eventSize")

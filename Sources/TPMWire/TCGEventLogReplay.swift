@@ -40,15 +40,19 @@ extension TCGEventLog {
         var replayer = PCRReplayer(header: header)
         for (index, event) in events.enumerated() {
             // Array.withUnsafeBytes only rethrows untyped errors: carry the WireError in a Result.
-            try event.data.withUnsafeBytes { data in Result { () throws(WireError) in
-                try replayer.apply(index: index, pcr: event.pcrIndex, type: event.eventType, data: data) { (bank: inout PCRReplayer.Bank) throws(WireError) in
-                    // Events built in memory may break the table; a wrong digest size is an error, not a trap.
-                    guard let digest = event.digest(for: bank.algorithm), digest.count == bank.size else {
-                        throw WireError(.invalidValue, "event \(index): no \(bank.size)-byte \(bank.algorithm.name) digest")
-                    }
-                    digest.withUnsafeBytes { bank.extend(pcr: event.pcrIndex, with: $0) }
+            let extends = try event.data.withUnsafeBytes { data in
+                Result { () throws(WireError) in try replayer.begin(index: index, pcr: event.pcrIndex, type: event.eventType, data: data) }
+            }.get()
+            guard extends else { continue }
+            for i in replayer.banks.indices {
+                let bank = replayer.banks[i]
+                // Events built in memory may break the table: an error, not a trap.
+                guard let digest = event.digest(for: bank.algorithm), digest.count == bank.size else {
+                    throw WireError(.invalidValue, "event \(index): no \(bank.size)-byte \(bank.algorithm.name) digest")
                 }
-            } }.get()
+                digest.withUnsafeBytes { replayer.banks[i].extend(pcr: event.pcrIndex, with: $0) }
+            }
+            replayer.extended(pcr: event.pcrIndex)
         }
         return replayer.result(eventCount: events.count)
     }
@@ -61,11 +65,14 @@ extension TCGEventLog {
         var replayer = PCRReplayer(header: scanner.header)
         try bytes.withUnsafeBytes { raw in Result { () throws(WireError) in
             while try scanner.next() {
+                let pcr = scanner.pcrIndex
                 let data = UnsafeRawBufferPointer(rebasing: raw[scanner.dataOffset..<(scanner.dataOffset + scanner.dataCount)])
-                try replayer.apply(index: scanner.index, pcr: scanner.pcrIndex, type: scanner.eventType, data: data) { (bank: inout PCRReplayer.Bank) throws(WireError) in
-                    let start = scanner.digestOffsets[bank.tablePosition]
-                    bank.extend(pcr: scanner.pcrIndex, with: UnsafeRawBufferPointer(rebasing: raw[start..<(start + bank.size)]))
+                guard try replayer.begin(index: scanner.index, pcr: pcr, type: scanner.eventType, data: data) else { continue }
+                for i in replayer.banks.indices {
+                    let start = scanner.digestOffsets[replayer.banks[i].tablePosition]
+                    replayer.banks[i].extend(pcr: pcr, with: UnsafeRawBufferPointer(rebasing: raw[start..<(start + replayer.banks[i].size)]))
                 }
+                replayer.extended(pcr: pcr)
             }
         } }.get()
         return replayer.result(eventCount: scanner.index + 1)
@@ -95,7 +102,8 @@ struct PCRReplayer {
 
     static let startupLocalitySignature: [UInt8] = Array("StartupLocality".utf8) + [0]
 
-    private var banks: [Bank] = []
+    /// The banks being replayed; the caller extends each after `begin` says so.
+    var banks: [Bank] = []
     private var unreplayed: [TPMAlgorithm] = []
     /// Bit n set: PCR n is covered (every event carries a digest for every bank).
     private var coveredMask: UInt32 = 0
@@ -116,13 +124,10 @@ struct PCRReplayer {
         }
     }
 
-    /// Applies one event. `extend` is called once per replayed bank with that bank to extend
-    /// it with the event's digest for it.
+    /// Applies the rules to one event before its extend: true when the caller must extend
+    /// every bank with the event's digest and then call `extended(pcr:)`.
     @inline(__always)
-    mutating func apply(
-        index: Int, pcr: Int, type: TCGEventType, data: UnsafeRawBufferPointer,
-        extend: (inout Bank) throws(WireError) -> Void
-    ) throws(WireError) {
+    mutating func begin(index: Int, pcr: Int, type: TCGEventType, data: UnsafeRawBufferPointer) throws(WireError) -> Bool {
         guard pcr >= 0, pcr < TCGEventScanner.pcrCount else {
             throw WireError(.invalidValue, "event \(index): pcrIndex \(pcr), a PC Client TPM has PCRs 0–\(TCGEventScanner.pcrCount - 1)")
         }
@@ -130,13 +135,18 @@ struct PCRReplayer {
             if pcr == 0, data.starts(with: Self.startupLocalitySignature) {
                 try setStartupLocality(index: index, data: data)
             }
-            return
+            return false
         }
         if pcr == 0, type == .efiHCRTMEvent, coveredMask & 1 == 0 {
             // TPM 2.0 Library Part 1, 34.3: an H-CRTM sequence resets PCR 0 to 4 before its first extend.
             try setLocality(4, index: index, what: "EV_EFI_HCRTM_EVENT")
         }
-        for i in banks.indices { try extend(&banks[i]) }
+        return true
+    }
+
+    /// Records that every bank of `pcr` was extended.
+    @inline(__always)
+    mutating func extended(pcr: Int) {
         coveredMask |= 1 << UInt32(pcr)
     }
 

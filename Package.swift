@@ -59,6 +59,7 @@ let package = Package(
         .executableTarget(name: "vmv", dependencies: [
             "VMV", "TPM", "TPMWire", "Introspection", "Verifier",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "vmv-verifier", dependencies: [
@@ -73,5 +74,6 @@ let package = Package(
         ]),
 
         .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "IntrospectionTests", dependencies: ["Introspection"]),
     ]
 )

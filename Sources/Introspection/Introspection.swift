@@ -1,3 +1,3 @@
-import CXen
+
 
 // Guest memory: Xen foreign mapping, ELF cores, page walk, kernel locator.

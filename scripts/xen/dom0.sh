@@ -23,6 +23,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 die() { echo "dom0.sh: $*" >&2; exit 2; }
+if [ $MODE = wait ]; then  # the run may still be building its images
+  for _ in $(seq 120); do [ -e "$OUT/state" ] && break; sleep 1; done
+fi
 [ -e "$OUT/state" ] || die "no run in $OUT (start scripts/xen/run.sh --hold --out $OUT)"
 
 case $MODE in

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Xen system test: boots Debian's Xen 4.17 under QEMU (scripts/xen/run.sh) with a PV and a PVH
+# guest and `vmv` in dom0, then checks vmv's Xen layer against facts that vmv did not produce:
+#   domains   `vmv introspect domains --json` lists each guest with the name and UUID that the
+#             guest itself printed (/sys/hypervisor/uuid) and the right type (pv/pvh)
+#   vcpu      `vmv introspect vcpu` gives each guest's registers: the idle vCPU's RIP lies in
+#             the kernel text the guest printed (_stext.._etext), PVH's EFER has long mode on
+#   frame     a kernel text frame (found with libxc's own xc_translate_foreign_address) maps
+#             read-only through vmv, twice with the same SHA-256
+#   poke      after a test-only tool writes one byte into that frame from dom0, vmv's SHA-256
+#             of it changes, and the guest is still alive
+#   denied    a frame the guest does not own gives a per-frame mapping error, not a crash
+#   watch     `vmv introspect domains --watch` reports a guest going away and a new one coming
+# Usage: scripts/test-xen.sh [--keep] [--out DIR]    (--keep: leave Xen running at the end)
+# Ends with "N passed, M failed"; exit 0 only if all passed. Logs in DIR (default .build/xen/test).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/common.sh
+OUT="$PWD/.build/xen/test"; KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) KEEP=1 ;;
+    --out) OUT=$2; shift ;;
+    *) echo "test-xen: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+T0=$SECONDS
+scripts/setup.sh --xen || { echo "0 passed, 1 failed"; exit 1; }
+ensure_swift_on_path
+mkdir -p "$OUT"
+passed=0; failed=0
+check() {  # NAME OK(0/1) DETAIL
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS $1: $3"
+  else failed=$((failed + 1)); echo "FAIL $1: $3"; fi
+}
+finish() {
+  echo "logs: $OUT (run: $OUT/run/result.txt, serial: $OUT/run/serial.txt); whole test $((SECONDS - T0))s"
+  echo "$passed passed, $failed failed"
+  [ "$failed" = 0 ]; exit $?
+}
+
+# ---- build vmv and the test-only writer, make the dom0 payload
+echo "--- build"
+swift build --product vmv > "$OUT/build.log" 2>&1 || { check build 1 "swift build failed, see $OUT/build.log"; finish; }
+P="$OUT/payload"; rm -rf "$P"; mkdir -p "$P/bin"
+strip -o "$P/bin/vmv" .build/debug/vmv
+gcc -O2 -Wall -o "$P/bin/xen-poke" Tests/xen/xen-poke.c -lxenctrl -lxenforeignmemory 2>> "$OUT/build.log" ||
+  { check build 1 "gcc xen-poke failed, see $OUT/build.log"; finish; }
+check build 0 "vmv and the test-only xen-poke ($((SECONDS - T0))s)"
+
+# ---- boot
+echo "--- boot Xen under QEMU"
+RUN="$OUT/run"
+scripts/xen/run.sh --hold --guests "guest-pv:pv,guest-pvh:pvh" --payload "$P" --out "$RUN" \
+  > "$OUT/run.log" 2>&1 &
+RUN_PID=$!
+stop_xen() {
+  if kill -0 "$RUN_PID" 2>/dev/null; then
+    scripts/xen/dom0.sh --out "$RUN" --poweroff >/dev/null 2>&1
+    for _ in $(seq 30); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 1; done
+    kill "$RUN_PID" 2>/dev/null; wait "$RUN_PID" 2>/dev/null
+  fi
+}
+[ $KEEP = 1 ] || trap stop_xen EXIT
+if ! scripts/xen/dom0.sh --out "$RUN" --wait-ready --timeout 600; then
+  stop_xen; check boot 1 "Xen did not come up: $(grep -v PASS "$RUN/result.txt" 2>/dev/null | tr '\n' ';')"; finish
+fi
+check boot 0 "Xen, dom0 and both guests up ($((SECONDS - T0))s): $(grep -c PASS "$RUN/result.txt") stages passed so far"
+dom0() { scripts/xen/dom0.sh --out "$RUN" --timeout 180 -- "$@"; }
+fact() {  # GUEST KEY  (from the facts the guest printed about itself)
+  awk -v g="name=$1" -v k="$2" '{ for (i = 1; i <= NF; i++) if ($i == g) { for (j = 1; j <= NF; j++) { split($j, kv, "="); if (kv[1] == k) print kv[2] } } }' "$RUN/guests.txt" 2>/dev/null
+}
+# guests.txt is written at the end of run.sh; while it holds, read the facts from the serial log.
+grep -a '^VMV-XEN-GUEST ' "$RUN/serial.log" | tr -d '\r' | sed 's/^VMV-XEN-GUEST //' > "$RUN/guests.txt"
+
+# ---- domains: names, UUIDs, types
+echo "--- checks"
+dom0 'vmv introspect domains --json' > "$OUT/domains.json" 2> "$OUT/domains.err"
+ok=1; detail="vmv introspect domains failed: $(cat "$OUT/domains.json" "$OUT/domains.err" | tail -n 3 | tr '\n' ' ')"
+if python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$OUT/domains.json" 2>/dev/null; then
+  detail=""
+  ok=0
+  for g in guest-pv guest-pvh; do
+    want_uuid=$(fact $g uuid); want_type=$(fact $g type | tr 'A-Z' 'a-z')
+    got=$(python3 - "$OUT/domains.json" "$g" <<'EOF'
+import json, sys
+for d in json.load(open(sys.argv[1])):
+    if d.get("name") == sys.argv[2]:
+        print(d["uuid"].lower(), d["type"], d["id"])
+EOF
+)
+    if [ -n "$want_uuid" ] && [ "$got" = "$want_uuid $want_type $(fact $g domid)" ]; then
+      detail="$detail $g=$got;"
+    else ok=1; detail="$detail $g: vmv says '$got', guest says '$want_uuid $want_type $(fact $g domid)';"; fi
+  done
+  grep -q '"Domain-0"' "$OUT/domains.json" || { ok=1; detail="$detail no Domain-0;"; }
+fi
+check domains $ok "$detail"
+
+# ---- vcpu registers
+for g in guest-pv guest-pvh; do
+  dom0 "vmv introspect vcpu --domain $g --json" > "$OUT/vcpu-$g.json" 2>&1
+  res=$(python3 - "$OUT/vcpu-$g.json" "$(fact $g _stext)" "$(fact $g _etext)" "$g" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("1 not JSON: %s" % open(sys.argv[1]).read()[-300:]); sys.exit()
+lo, hi = int(sys.argv[2], 16), int(sys.argv[3], 16)
+bad = []
+if not lo <= r["rip"] < hi: bad.append("rip 0x%x outside _stext..._etext 0x%x..0x%x" % (r["rip"], lo, hi))
+if r["pageTableFrame"] == 0: bad.append("no page table frame")
+if sys.argv[4].endswith("pvh") and not r["efer"] & (1 << 10): bad.append("EFER.LMA clear: 0x%x" % r["efer"])
+if sys.argv[4].endswith("pvh") and not r["cr0"] & (1 << 31): bad.append("CR0.PG clear")
+print("1 " + "; ".join(bad) if bad else "0 rip 0x%x in kernel text, page table frame 0x%x, efer 0x%x" % (r["rip"], r["pageTableFrame"], r["efer"]))
+EOF
+)
+  check "vcpu:$g" "${res%% *}" "${res#* }"
+done
+
+# ---- frame: map a kernel text frame read-only, twice
+G=guest-pv; D=$(fact $G domid); STEXT=$(fact $G _stext)
+# a page well inside the text, away from the entry code
+VA=$(printf '0x%x' $(( STEXT + 0x200000 )))
+FRAME=$(dom0 "xen-poke translate $D $VA" | sed -n 's/.*frame=\(0x[0-9a-f]*\).*/\1/p')
+if [ -z "$FRAME" ]; then
+  check frame 1 "libxc could not translate $VA of $G"
+else
+  h1=$(dom0 "vmv introspect frame --domain $G $FRAME" | awk '{print $2}')
+  h2=$(dom0 "vmv introspect frame --domain $G $FRAME" | awk '{print $2}')
+  [ -n "$h1" ] && [ ${#h1} = 64 ] && [ "$h1" = "$h2" ]
+  check frame $? "kernel text $VA -> MFN $FRAME (libxc), vmv SHA-256 $h1 twice the same ('$h2')"
+
+  # ---- poke one byte and see the digest change
+  poke=$(dom0 "xen-poke poke $D $VA" 2>&1)
+  h3=$(dom0 "vmv introspect frame --domain $G $FRAME" | awk '{print $2}')
+  sleep 12  # the guest prints a heartbeat every 10 s: it must still be alive after the write
+  alive_before=$(dom0 "grep -c VMV-GUEST-ALIVE /var/log/xen/console/guest-$G.log")
+  sleep 11
+  alive_after=$(dom0 "grep -c VMV-GUEST-ALIVE /var/log/xen/console/guest-$G.log")
+  [ -n "$h3" ] && [ ${#h3} = 64 ] && [ "$h3" != "$h1" ] && [ "${alive_after:-0}" -gt "${alive_before:-0}" ]
+  check poke $? "xen-poke: $poke; vmv SHA-256 now $h3; guest heartbeats $alive_before -> $alive_after"
+fi
+
+# ---- denied: a frame the guest does not own
+out=$(dom0 "vmv introspect frame --domain $G 0xfffffffff" 2>&1); rc=$?
+[ $rc != 0 ] && echo "$out" | grep -q 'was not mapped'
+check denied $? "rc=$rc: $(echo "$out" | grep -v '^$' | head -2 | tr '\n' ' ')"
+
+# ---- watch: a guest goes away, a new one comes
+dom0 'vmv introspect domains --watch --json > /tmp/watch.jsonl 2>&1 & echo $! > /tmp/watch.pid; sleep 3' >/dev/null
+dom0 'xl destroy guest-pvh && xl -vvv create /etc/xen/guest-pvh.cfg > /tmp/recreate.log 2>&1 || { grep -q "XZ decompress" /tmp/recreate.log && xl destroy guest-pvh; xl create /etc/xen/guest-pvh.cfg; }; sleep 3; kill $(cat /tmp/watch.pid)' > "$OUT/watch-xl.log" 2>&1
+dom0 'cat /tmp/watch.jsonl' > "$OUT/watch.jsonl"
+res=$(python3 - "$OUT/watch.jsonl" "$(fact guest-pvh domid)" <<'EOF'
+import json, sys
+ev = []
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line.startswith("{"): ev.append(json.loads(line))
+old = int(sys.argv[2])
+first = [e for e in ev if e["event"] == "introduced" and e["name"] in ("Domain-0", "guest-pv", "guest-pvh")]
+rel = [e for e in ev if e["event"] == "released" and e["id"] == old]
+new = [e for e in ev if e["event"] == "introduced" and e["name"] == "guest-pvh" and e["id"] != old]
+ok = len(first) >= 3 and rel and new
+print(("0 " if ok else "1 ") + "%d initial, released d%d: %s, new guest-pvh: %s" % (len(first), old, bool(rel), ["d%d" % e["id"] for e in new]))
+EOF
+)
+check watch "${res%% *}" "${res#* }"
+
+# ---- shut down and check the harness's own stages
+if [ $KEEP = 1 ]; then echo "Xen left running: scripts/xen/dom0.sh --out $RUN -- CMD; --poweroff to stop"; finish; fi
+stop_xen; trap - EXIT
+bad=$(grep -E ' FAIL ' "$RUN/result.txt" | tr '\n' ';')
+[ -z "$bad" ]; check harness $? "${bad:-all stages of scripts/xen/run.sh passed ($(grep -a 'time ' "$RUN/result.txt" | sed 's/.*INFO //'))}"
+finish

@@ -75,5 +75,9 @@ let package = Package(
 
         .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "IntrospectionTests", dependencies: ["Introspection"]),
+        .testTarget(name: "TPMTests", dependencies: [
+            "TPM", "TPMWire",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
     ]
 )

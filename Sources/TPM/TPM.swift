@@ -268,4 +268,20 @@ public actor TPM {
             try esys.pcrExtend(pcr, ordered)
         }
     }
+
+    /// Extends `pcr` with the hash of `data` in every allocated bank, and returns the digests
+    /// it extended (what an event log records for the event).
+    @discardableResult
+    public func extend(pcr: Int, hashing data: [UInt8]) throws(TPMError) -> [TPMAlgorithm: [UInt8]] {
+        var digests: [TPMAlgorithm: [UInt8]] = [:]
+        for hash in try allocatedBanks() {
+            guard let digest = hash.hash(data) else {
+                throw TPMError(.invalidArgument, operation: "PCR extend \(pcr)",
+                               reason: "bank \(hash.name) is allocated but this build cannot compute \(hash.name)")
+            }
+            digests[hash] = digest
+        }
+        try extend(pcr: pcr, digests: digests)
+        return digests
+    }
 }

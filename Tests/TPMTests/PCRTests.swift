@@ -69,6 +69,21 @@ import TPMWire
         await tpm.close()
     }
 
+    @Test func hashingExtendHashesTheDataInEveryBank() async throws {
+        let tpm = try await TPM.open(simulator: try TPMSimulator.ephemeral())
+        let selection = try PCRSelection(parsing: "sha1:15+sha256:15")
+        let before = try await tpm.readPCRs(selection)
+        let data = Array("vmv measurement".utf8)
+        let written = try await tpm.extend(pcr: 15, hashing: data)
+        #expect(written[.sha1] == Array(Insecure.SHA1.hash(data: data)))
+        #expect(written[.sha256] == Array(SHA256.hash(data: data)))
+        let after = try await tpm.readPCRs(selection)
+        for hash in [TPMAlgorithm.sha1, .sha256] {
+            #expect(after[hash, 15] == Self.hashConcatenation(hash, before[hash, 15] ?? [], written[hash] ?? []))
+        }
+        await tpm.close()
+    }
+
     @Test func refusesUnallocatedBanksMissingBanksAndBadDigests() async throws {
         let tpm = try await TPM.open(simulator: try TPMSimulator.ephemeral())
         let unallocated = await #expect(throws: TPMError.self) {

@@ -27,6 +27,7 @@ typedef struct vmv_xen_vcpu_registers {
     uint64_t user_page_table_frame; /* PV only: frame of ctrlreg[1]; 0 otherwise */
     uint64_t fs_base, gs_base_kernel, gs_base_user;
     uint32_t online;           /* PV: VGCF_online; HVM: 1 */
+    uint16_t cs;               /* code segment selector: its low bits are the privilege level */
 } vmv_xen_vcpu_registers;
 
 /* xc_vcpu_getcontext for a 64-bit PV domain. Returns 0, or -1 with errno set. */
@@ -52,6 +53,7 @@ static inline int vmv_xen_pv_vcpu_registers(xc_interface *xch, uint32_t domid, u
     out->gs_base_kernel = ctx.x64.gs_base_kernel;
     out->gs_base_user = ctx.x64.gs_base_user;
     out->online = (ctx.x64.flags & VGCF_online) ? 1 : 0;
+    out->cs = ctx.x64.user_regs.cs;
     return 0;
 }
 
@@ -80,6 +82,7 @@ static inline int vmv_xen_hvm_vcpu_registers(xc_interface *xch, uint32_t domid, 
     out->gs_base_kernel = cpu.gs_base;
     out->gs_base_user = cpu.shadow_gs;
     out->online = 1;
+    out->cs = (uint16_t)cpu.cs_sel;
     return 0;
 }
 

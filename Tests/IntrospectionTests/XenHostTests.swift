@@ -34,7 +34,7 @@ import Testing
     @Test func registersDerivedFields() {
         var r = XenVCPURegisters(vcpu: 0, rip: 0, rsp: 0, rflags: 0, cr0: 0, cr2: 0, cr3: 0x1234_5000,
                                  cr4: 0, efer: 0, pageTableFrame: 0x12345, userPageTableFrame: nil,
-                                 fsBase: 0, gsBaseKernel: 0, gsBaseUser: 0, online: true)
+                                 fsBase: 0, gsBaseKernel: 0, gsBaseUser: 0, online: true, cs: 0x10)
         #expect(r.pageTableAddress == 0x1234_5000)
         #expect(!r.fiveLevelPaging)
         r.cr4 = 1 << 12

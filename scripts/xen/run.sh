@@ -5,7 +5,9 @@
 # is a Debian package (see lib.sh); downloads are cached in ~/.cache/vmv/xen.
 #
 # Usage: scripts/xen/run.sh [options]
-#   --guests SPEC      comma-separated NAME:pv|pvh[:MiB] (default "guest-pv:pv,guest-pvh:pvh")
+#   --guests SPEC      comma-separated NAME:pv|pvh[:MiB[:LABEL]] (default "guest-pv:pv,guest-pvh:pvh");
+#                      LABEL is a FLASK type for `seclabel` (e.g. vmv_guest_t); TYPE+build also
+#                      builds the guest under TYPE_building (`init_seclabel`), as sealed guests need
 #   --payload DIR      copy DIR to /payload in dom0, with the shared libraries of its ELF files
 #                      (and dlopened ones: libgcc_s, tpm2-tss TCTIs); /payload/bin is on PATH;
 #                      /payload/run.sh, if present, runs once the guests are up
@@ -113,8 +115,9 @@ cp "$IMG/vmlinuz" "$IMG/guest.cpio.gz" "$R/guest/"
 IFS=, read -r -a GUEST_SPECS <<< "$GUESTS"
 NAMES=()
 for spec in "${GUEST_SPECS[@]}"; do
-  IFS=: read -r name type mem <<< "$spec"
+  IFS=: read -r name type mem label <<< "$spec"
   mem=${mem:-160}
+  [[ -z "$label" || "$label" =~ ^[a-z0-9_]+(\+build)?$ ]] || xen_die "guest $name: bad FLASK label '$label'"
   [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || xen_die "bad guest name '$name' in --guests"
   case "$type" in pv|pvh) ;; *) xen_die "guest $name: type must be pv or pvh, not '$type'" ;; esac
   [[ "$mem" =~ ^[0-9]+$ ]] || xen_die "guest $name: memory '$mem' is not a number of MiB"
@@ -132,6 +135,11 @@ for spec in "${GUEST_SPECS[@]}"; do
     # PVH under QEMU's emulated SVM: with Xen intercepting RDTSCP, the guest loops on
     # "SVM Insn len emulation failed"; native TSC avoids the intercept.
     [ "$type" = pvh ] && echo 'tsc_mode = "native"'
+    if [ -n "$label" ]; then
+      echo "seclabel = \"system_u:system_r:${label%+build}\""
+      [[ "$label" == *+build ]] && echo "init_seclabel = \"system_u:system_r:${label%+build}_building\""
+    fi
+    true
   } > "$R/etc/xen/$name.cfg"
 done
 if [ -n "$PAYLOAD" ]; then

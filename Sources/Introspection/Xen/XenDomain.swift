@@ -31,6 +31,8 @@ public struct XenDomainInfo: Sendable, Equatable, Codable {
     public var ssidref: UInt32
     /// CPU time used, nanoseconds.
     public var cpuTime: UInt64
+    /// Width of the guest-physical address space (PVH/HVM); nil when Xen does not say.
+    public var guestPhysicalAddressBits: Int?
 
     public struct State: OptionSet, Sendable, Codable, Hashable {
         public let rawValue: UInt32
@@ -79,6 +81,8 @@ public struct XenVCPURegisters: Sendable, Equatable, Codable {
     public var gsBaseKernel: UInt64
     public var gsBaseUser: UInt64
     public var online: Bool
+    /// The code segment selector; its low two bits are the privilege level the vCPU ran at.
+    public var cs: UInt16
 
     /// The top-level page table's address in the frame space foreign mapping takes.
     public var pageTableAddress: UInt64 { pageTableFrame << 12 }

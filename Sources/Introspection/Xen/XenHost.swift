@@ -146,7 +146,8 @@ public final class XenHost: Sendable {
             onlineVCPUs: raw.nr_online_vcpus,
             maxVCPUID: raw.max_vcpu_id,
             ssidref: raw.ssidref,
-            cpuTime: raw.cpu_time)
+            cpuTime: raw.cpu_time,
+            guestPhysicalAddressBits: raw.gpaddr_bits == 0 ? nil : Int(raw.gpaddr_bits))
     }
 
     // MARK: vCPU registers
@@ -174,7 +175,7 @@ public final class XenHost: Sendable {
             vcpu: vcpu, rip: r.rip, rsp: r.rsp, rflags: r.rflags, cr0: r.cr0, cr2: r.cr2, cr3: r.cr3,
             cr4: r.cr4, efer: r.efer, pageTableFrame: r.page_table_frame,
             userPageTableFrame: domain.type == .pv && r.user_cr3 != 0 ? r.user_page_table_frame : nil,
-            fsBase: r.fs_base, gsBaseKernel: r.gs_base_kernel, gsBaseUser: r.gs_base_user, online: r.online != 0)
+            fsBase: r.fs_base, gsBaseKernel: r.gs_base_kernel, gsBaseUser: r.gs_base_user, online: r.online != 0, cs: r.cs)
     }
 
     // MARK: Pause

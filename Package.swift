@@ -73,7 +73,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", .product(name: "Crypto", package: "swift-crypto")]),
+        // Test harness shared by the test targets: a private swtpm, tpm2-tools, quote evidence.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "IntrospectionTests", dependencies: ["Introspection"]),
         .testTarget(name: "TPMTests", dependencies: [
             "TPM", "TPMWire",

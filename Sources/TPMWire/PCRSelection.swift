@@ -21,8 +21,9 @@ public struct PCRSelection: Hashable, Sendable, TPMWireCodable, CustomStringConv
 
     /// TPM2_NUM_PCR_BANKS in tpm2-tss: the most banks a TPML_PCR_SELECTION can carry.
     public static let maxBanks = 16
-    /// PCR_SELECT_MAX: bitmap bytes for up to 256 PCRs; real TPMs use 3 or 4.
-    public static let maxSizeOfSelect = 32
+    /// TPM2_PCR_SELECT_MAX in tpm2-tss: bitmap bytes for up to 32 PCRs (real TPMs use 3).
+    /// tpm2-tss refuses larger selections, and tpm2-tools' PCR files have room for no more.
+    public static let maxSizeOfSelect = 4
     /// The PC Client TPM has 24 PCRs; `all` in a PCR list means these.
     public static let pcClientPCRCount = 24
 

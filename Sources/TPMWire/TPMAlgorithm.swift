@@ -8,6 +8,7 @@ public struct TPMAlgorithm: RawRepresentable, Hashable, Sendable, Comparable, Cu
     public static let rsa = TPMAlgorithm(0x0001)
     public static let sha1 = TPMAlgorithm(0x0004)
     public static let hmac = TPMAlgorithm(0x0005)
+    public static let mgf1 = TPMAlgorithm(0x0007)
     public static let aes = TPMAlgorithm(0x0006)
     public static let keyedHash = TPMAlgorithm(0x0008)
     public static let xor = TPMAlgorithm(0x000A)
@@ -43,7 +44,7 @@ public struct TPMAlgorithm: RawRepresentable, Hashable, Sendable, Comparable, Cu
     public static let ecb = TPMAlgorithm(0x0044)
 
     static let names: [UInt16: String] = [
-        0x0001: "rsa", 0x0004: "sha1", 0x0005: "hmac", 0x0006: "aes", 0x0008: "keyedhash",
+        0x0001: "rsa", 0x0004: "sha1", 0x0005: "hmac", 0x0006: "aes", 0x0007: "mgf1", 0x0008: "keyedhash",
         0x000A: "xor", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512", 0x0010: "null",
         0x0012: "sm3_256", 0x0013: "sm4", 0x0014: "rsassa", 0x0015: "rsaes", 0x0016: "rsapss",
         0x0017: "oaep", 0x0018: "ecdsa", 0x0019: "ecdh", 0x001A: "ecdaa", 0x001B: "sm2",

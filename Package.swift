@@ -45,7 +45,7 @@ let package = Package(
         ]),
         // Guest memory: Xen foreign mapping, ELF cores, x86-64 page walk, Linux kernel locator.
         .target(name: "Introspection", dependencies: [
-            "CXen",
+            "CXen", "TPMWire",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,7 +76,10 @@ let package = Package(
         // Test harness shared by the test targets: a private swtpm, tpm2-tools, quote evidence.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "IntrospectionTests", dependencies: ["Introspection"]),
+        .testTarget(name: "IntrospectionTests", dependencies: [
+            "Introspection", "TPMWire",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "TPMTests", dependencies: [
             "TPM", "TPMWire",
             .product(name: "Crypto", package: "swift-crypto"),

@@ -5,6 +5,7 @@ struct IntrospectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "introspect",
         abstract: "Look at guests the way the VMV measures them (read-only).",
-        subcommands: [IntrospectDomainsCommand.self, IntrospectVCPUCommand.self, IntrospectFrameCommand.self]
+        subcommands: [IntrospectDomainsCommand.self, IntrospectVCPUCommand.self, IntrospectFrameCommand.self,
+                      IntrospectKernel.self, IntrospectTranslate.self, IntrospectDiff.self]
     )
 }

@@ -29,19 +29,6 @@ func parseAddress(_ text: String) throws -> UInt64 {
     return v
 }
 
-func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    FileHandle.standardOutput.write(try encoder.encode(value))
-    FileHandle.standardOutput.write(Data("\n".utf8))
-}
-
-/// Errors reach the operator as one line, not a Swift dump.
-struct CommandFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ error: any Error) { description = "\(error)" }
-}
-
 struct IntrospectKernel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernel",
@@ -89,7 +76,7 @@ struct IntrospectKernel: ParsableCommand {
         } catch let e as ValidationError {
             throw e
         } catch {
-            throw CommandFailure(error)
+            throw ValidationErrorLine(message: "\(error)")
         }
     }
 
@@ -210,7 +197,7 @@ struct IntrospectTranslate: ParsableCommand {
         } catch let e as ExitCode {
             throw e
         } catch {
-            throw CommandFailure(error)
+            throw ValidationErrorLine(message: "\(error)")
         }
     }
 
@@ -266,7 +253,7 @@ struct IntrospectDiff: ParsableCommand {
         } catch let e as ExitCode {
             throw e
         } catch {
-            throw CommandFailure(error)
+            throw ValidationErrorLine(message: "\(error)")
         }
     }
 }

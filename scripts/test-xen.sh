@@ -11,6 +11,9 @@
 #             of it changes, and the guest is still alive
 #   denied    a frame the guest does not own gives a per-frame mapping error, not a crash
 #   watch     `vmv introspect domains --watch` reports a guest going away and a new one coming
+#   tpm       tpm2-tss in dom0 reaches the swtpm TPM (its device TCTI is dlopened, not linked)
+#   forward   a dom0 port answers on the host's loopback (QEMU user-network forward)
+#   harness   every stage of scripts/xen/run.sh passed, the payload's run.sh included
 # Usage: scripts/test-xen.sh [--keep] [--out DIR]    (--keep: leave Xen running at the end)
 # Ends with "N passed, M failed"; exit 0 only if all passed. Logs in DIR (default .build/xen/test).
 set -uo pipefail
@@ -47,12 +50,20 @@ P="$OUT/payload"; rm -rf "$P"; mkdir -p "$P/bin"
 strip -o "$P/bin/vmv" .build/debug/vmv
 gcc -O2 -Wall -o "$P/bin/xen-poke" Tests/xen/xen-poke.c -lxenctrl -lxenforeignmemory 2>> "$OUT/build.log" ||
   { check build 1 "gcc xen-poke failed, see $OUT/build.log"; finish; }
+cp /usr/bin/tpm2 "$P/bin/tpm2"   # links the TCTI loader only: the device TCTI is dlopened
+ln -s tpm2 "$P/bin/tpm2_getrandom"
+cat > "$P/run.sh" <<'EOF'
+#!/bin/sh
+# runs in dom0 once the guests are up (scripts/xen/run.sh --payload)
+vmv introspect domains
+EOF
+chmod +x "$P/run.sh"
 check build 0 "vmv and the test-only xen-poke ($((SECONDS - T0))s)"
 
 # ---- boot
 echo "--- boot Xen under QEMU"
-RUN="$OUT/run"
-scripts/xen/run.sh --hold --guests "guest-pv:pv,guest-pvh:pvh" --payload "$P" --out "$RUN" \
+RUN="$OUT/run"; rm -rf "$RUN"   # a stale state file would answer --wait-ready
+scripts/xen/run.sh --hold --guests "guest-pv:pv,guest-pvh:pvh" --payload "$P" --forward 8443 --out "$RUN" \
   > "$OUT/run.log" 2>&1 &
 RUN_PID=$!
 stop_xen() {
@@ -167,6 +178,18 @@ print(("0 " if ok else "1 ") + "%d initial, released d%d: %s, new guest-pvh: %s"
 EOF
 )
 check watch "${res%% *}" "${res#* }"
+
+# ---- the TPM in dom0 through tpm2-tss, with its dlopened device TCTI
+out=$(dom0 'tpm2_getrandom -T device:/dev/tpmrm0 --hex 16' 2>&1)
+echo "$out" | grep -qE '^[0-9a-f]{32}$'
+check tpm $? "tpm2_getrandom in dom0 (swtpm via QEMU tpm-tis): $(echo "$out" | tail -1)"
+
+# ---- a dom0 port forwarded to the host's loopback
+dom0 'printf "#!/bin/sh\necho vmv-forward-ok\n" > /tmp/fwd.sh; chmod +x /tmp/fwd.sh; nc -ll -p 8443 -e /tmp/fwd.sh > /dev/null 2>&1 &' >/dev/null
+HP=$(scripts/xen/dom0.sh --out "$RUN" --port 8443)
+got=$(timeout 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$HP && cat <&3" 2>&1)
+[ "$got" = vmv-forward-ok ]
+check forward $? "host 127.0.0.1:$HP -> dom0:8443 answered '$got'"
 
 # ---- shut down and check the harness's own stages
 if [ $KEEP = 1 ]; then echo "Xen left running: scripts/xen/dom0.sh --out $RUN -- CMD; --poweroff to stop"; finish; fi

@@ -1,1 +1,0 @@
-// Quote checks, event-log replay and appraisal (pure Swift). See docs/ARCHITECTURE.md.

@@ -89,5 +89,21 @@ import TestSupport
         // PCR 15 was extended, PCR 0 of sha256 was not (no firmware on swtpm)
         #expect(values.values[.sha256, 15] != PCRValues.initialValue(pcr: 15, hash: .sha256))
         #expect(values.values[.sha256, 0] == PCRValues.initialValue(pcr: 0, hash: .sha256))
+
+        // marshaled, as tpm2-tss marshals tpm2_quote's structures: same values, same bytes from
+        // our writer, and tpm2-tss reads our bytes back into the very structures tpm2_quote dumped
+        let marshaledBytes = try evidence.read("quote-marshaled.pcrs")
+        let marshaled = try PCRFile(bytes: marshaledBytes, format: .marshaled)
+        #expect(marshaled.values == serialized.values)
+        #expect(try serialized.bytes(format: .marshaled) == marshaledBytes)
+        #expect(try TSSMarshal.serializedPCRFile(fromMarshaled: try serialized.bytes(format: .marshaled)) == serializedBytes)
+    }
+
+    /// A file from scratch (not parsed from tpm2-tools output) survives tpm2-tss' unmarshaller
+    /// and dumps as our serialized writer writes it.
+    @Test func ourMarshaledFileIsWhatTPM2TSSReads() throws {
+        let file = Self.file
+        let dumped = try TSSMarshal.serializedPCRFile(fromMarshaled: try file.bytes(format: .marshaled))
+        #expect(dumped == (try file.bytes(format: .serialized)))
     }
 }

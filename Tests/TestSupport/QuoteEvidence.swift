@@ -29,6 +29,7 @@ public enum AKKind: String, CaseIterable, Sendable, CustomStringConvertible {
 /// | `ak.name` | the AK's Name as `tpm2_createak -n` wrote it |
 /// | `quote.msg`, `quote.sig`, `quote.pcrs` | `tpm2_quote -m -s -o` (serialized PCR file) |
 /// | `quote-values.msg`, `…sig`, `…pcrs` | a second quote of the same PCRs, `-F values` |
+/// | `quote-marshaled.pcrs` | `quote.pcrs` marshaled by tpm2-tss as `-F marshaled` (tpm2-tools 5.8) writes it |
 /// | `certify.msg`, `certify.sig` | `tpm2_certify` of the AK by itself: a signed TPMS_ATTEST that is not a quote |
 /// | `unrestricted.*` | a quote (`.msg/.sig/.pcrs`) by a signing key that is not restricted, and that key (`.pem/.tss`) |
 public struct QuoteEvidence: Sendable {
@@ -84,6 +85,8 @@ public enum QuoteEvidenceFixture {
                                      "-m", "quote.msg", "-s", "quote.sig", "-o", "quote.pcrs"])
             try t.run("tpm2_quote", ["-c", "ak.ctx", "-l", list, "-q", nonce, "-g", "sha256", "--scheme", kind.scheme,
                                      "-m", "quote-values.msg", "-s", "quote-values.sig", "-o", "quote-values.pcrs", "-F", "values"])
+            // -F marshaled needs tpm2-tools 5.8; tpm2-tss marshals the same structures here
+            try t.write("quote-marshaled.pcrs", try TSSMarshal.marshaledPCRFile(fromSerialized: try t.read("quote.pcrs")))
             try t.run("tpm2_certify", ["-c", "ak.ctx", "-C", "ak.ctx", "-g", "sha256", "--scheme", kind.scheme, "-o", "certify.msg", "-s", "certify.sig"])
             // A signing key that is not restricted: TPM2_Quote signs with it all the same.
             let keyAlg = kind == .eccP256ECDSA ? "ecc256:ecdsa-sha256:null" : "rsa2048:\(kind.scheme)-sha256:null"

@@ -33,7 +33,7 @@ public struct RetryPolicy: Sendable, Hashable {
 /// every transient object or session a function creates is flushed by the same function,
 /// on every path (there is no resource manager in front of swtpm).
 final class ESYSConnection {
-    private var esys: OpaquePointer?
+    private(set) var esys: OpaquePointer?
     private var tcti: OpaquePointer?
     /// Memory of a TCTI initialised directly (device, swtpm); nil for the loader's.
     private var directTCTI: UnsafeMutableRawPointer?

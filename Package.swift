@@ -69,7 +69,9 @@ let package = Package(
         ]),
         // Release-built benchmarks (scripts/bench.sh NAME), each beside its reference tool.
         .executableTarget(name: "vmv-bench", dependencies: [
-            "TPMWire",
+            "TPMWire", "Verifier",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -21,90 +21,90 @@ public struct ByteReader: Sendable {
     public var isAtEnd: Bool { offset == end }
 
     @inline(__always)
-    mutating func need(_ count: Int, _ field: String) throws(WireError) {
+    mutating func need(_ count: Int, _ field: @autoclosure () -> String) throws(WireError) {
         guard count >= 0, count <= end - offset else {
-            throw WireError.truncated(field, needed: count, available: end - offset)
+            throw WireError.truncated(field(), needed: count, available: end - offset)
         }
     }
 
-    public mutating func readUInt8(_ field: String) throws(WireError) -> UInt8 {
-        try need(1, field)
+    public mutating func readUInt8(_ field: @autoclosure () -> String) throws(WireError) -> UInt8 {
+        try need(1, field())
         defer { offset += 1 }
         return bytes[offset]
     }
 
-    public mutating func readUInt16(_ field: String) throws(WireError) -> UInt16 {
-        try need(2, field)
+    public mutating func readUInt16(_ field: @autoclosure () -> String) throws(WireError) -> UInt16 {
+        try need(2, field())
         defer { offset += 2 }
         return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
     }
 
-    public mutating func readUInt32(_ field: String) throws(WireError) -> UInt32 {
-        try need(4, field)
+    public mutating func readUInt32(_ field: @autoclosure () -> String) throws(WireError) -> UInt32 {
+        try need(4, field())
         var v: UInt32 = 0
         for i in 0..<4 { v = v << 8 | UInt32(bytes[offset + i]) }
         offset += 4
         return v
     }
 
-    public mutating func readUInt64(_ field: String) throws(WireError) -> UInt64 {
-        try need(8, field)
+    public mutating func readUInt64(_ field: @autoclosure () -> String) throws(WireError) -> UInt64 {
+        try need(8, field())
         var v: UInt64 = 0
         for i in 0..<8 { v = v << 8 | UInt64(bytes[offset + i]) }
         offset += 8
         return v
     }
 
-    public mutating func readUInt16LE(_ field: String) throws(WireError) -> UInt16 {
-        try need(2, field)
+    public mutating func readUInt16LE(_ field: @autoclosure () -> String) throws(WireError) -> UInt16 {
+        try need(2, field())
         defer { offset += 2 }
         return UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
     }
 
-    public mutating func readUInt32LE(_ field: String) throws(WireError) -> UInt32 {
-        try need(4, field)
+    public mutating func readUInt32LE(_ field: @autoclosure () -> String) throws(WireError) -> UInt32 {
+        try need(4, field())
         var v: UInt32 = 0
         for i in (0..<4).reversed() { v = v << 8 | UInt32(bytes[offset + i]) }
         offset += 4
         return v
     }
 
-    public mutating func readUInt64LE(_ field: String) throws(WireError) -> UInt64 {
-        try need(8, field)
+    public mutating func readUInt64LE(_ field: @autoclosure () -> String) throws(WireError) -> UInt64 {
+        try need(8, field())
         var v: UInt64 = 0
         for i in (0..<8).reversed() { v = v << 8 | UInt64(bytes[offset + i]) }
         offset += 8
         return v
     }
 
-    public mutating func readBytes(_ count: Int, _ field: String) throws(WireError) -> [UInt8] {
-        try need(count, field)
+    public mutating func readBytes(_ count: Int, _ field: @autoclosure () -> String) throws(WireError) -> [UInt8] {
+        try need(count, field())
         defer { offset += count }
         return Array(bytes[offset..<(offset + count)])
     }
 
-    public mutating func skip(_ count: Int, _ field: String) throws(WireError) {
-        try need(count, field)
+    public mutating func skip(_ count: Int, _ field: @autoclosure () -> String) throws(WireError) {
+        try need(count, field())
         offset += count
     }
 
     /// A TPM2B: a big-endian UInt16 size, then that many bytes. `max` is the structure's
     /// own limit (for example the digest size of the largest hash), checked before the
     /// bytes are touched.
-    public mutating func readSized(_ field: String, max: Int = Int(UInt16.max)) throws(WireError) -> [UInt8] {
-        let size = Int(try readUInt16("\(field).size"))
+    public mutating func readSized(_ field: @autoclosure () -> String, max: Int = Int(UInt16.max)) throws(WireError) -> [UInt8] {
+        let size = Int(try readUInt16("\(field()).size"))
         guard size <= max else {
-            throw WireError(.sizeTooLarge, "\(field): size \(size) exceeds the limit of \(max)")
+            throw WireError(.sizeTooLarge, "\(field()): size \(size) exceeds the limit of \(max)")
         }
         guard size <= remaining else {
-            throw WireError(.sizeTooLarge, "\(field): size \(size) exceeds the \(remaining) bytes left")
+            throw WireError(.sizeTooLarge, "\(field()): size \(size) exceeds the \(remaining) bytes left")
         }
-        return try readBytes(size, field)
+        return try readBytes(size, field())
     }
 
     /// A reader over the next `count` bytes, which this reader then skips.
-    public mutating func subReader(_ count: Int, _ field: String) throws(WireError) -> ByteReader {
-        try need(count, field)
+    public mutating func subReader(_ count: Int, _ field: @autoclosure () -> String) throws(WireError) -> ByteReader {
+        try need(count, field())
         var sub = self
         sub.end = offset + count
         offset += count
@@ -112,9 +112,9 @@ public struct ByteReader: Sendable {
     }
 
     /// Fails unless every byte has been consumed: a structure that must fill its buffer.
-    public func expectEnd(_ structure: String) throws(WireError) {
+    public func expectEnd(_ structure: @autoclosure () -> String) throws(WireError) {
         guard offset == end else {
-            throw WireError(.trailingBytes, "\(structure): \(end - offset) unexpected bytes after the structure")
+            throw WireError(.trailingBytes, "\(structure()): \(end - offset) unexpected bytes after the structure")
         }
     }
 }

@@ -60,18 +60,19 @@ public struct PCRFile: Hashable, Sendable {
             }
             var digests: [[UInt8]] = []
             for l in 0..<Int(listCount) {
-                let field = "PCR file (serialized): TPML_DIGEST[\(l)]"
-                var list = try reader.subReader(Self.serializedDigestListSize, field)
-                let count = try list.readUInt32LE("\(field).count")
+                // field names are built only when an error needs them: parsing is a hot path
+                let field = { "PCR file (serialized): TPML_DIGEST[\(l)]" }
+                var list = try reader.subReader(Self.serializedDigestListSize, field())
+                let count = try list.readUInt32LE("\(field()).count")
                 guard count <= UInt32(TPMLDigest.maxCount) else {
-                    throw WireError(.countTooLarge, "\(field).count: \(count) digests, at most \(TPMLDigest.maxCount) allowed")
+                    throw WireError(.countTooLarge, "\(field()).count: \(count) digests, at most \(TPMLDigest.maxCount) allowed")
                 }
                 for d in 0..<Int(count) {
-                    let size = Int(try list.readUInt16LE("\(field).digests[\(d)].size"))
+                    let size = Int(try list.readUInt16LE("\(field()).digests[\(d)].size"))
                     guard size <= TPMAlgorithm.maxDigestSize else {
-                        throw WireError(.sizeTooLarge, "\(field).digests[\(d)].size: \(size) exceeds the limit of \(TPMAlgorithm.maxDigestSize)")
+                        throw WireError(.sizeTooLarge, "\(field()).digests[\(d)].size: \(size) exceeds the limit of \(TPMAlgorithm.maxDigestSize)")
                     }
-                    let buffer = try list.readBytes(TPMAlgorithm.maxDigestSize, "\(field).digests[\(d)].buffer")
+                    let buffer = try list.readBytes(TPMAlgorithm.maxDigestSize, "\(field()).digests[\(d)].buffer")
                     digests.append(Array(buffer.prefix(size)))
                 }
             }
@@ -131,17 +132,17 @@ public struct PCRFile: Hashable, Sendable {
         }
         var banks: [PCRSelection.Bank] = []
         for i in 0..<Int(count) {
-            let field = "PCR file (serialized): TPML_PCR_SELECTION.pcrSelections[\(i)]"
-            let hash = TPMAlgorithm(try sel.readUInt16LE("\(field).hash"))
+            let field = { "PCR file (serialized): TPML_PCR_SELECTION.pcrSelections[\(i)]" }
+            let hash = TPMAlgorithm(try sel.readUInt16LE("\(field()).hash"))
             guard hash.isHash else {
-                throw WireError(.unknownAlgorithm, "\(field).hash: \(hash.name) is not a hash algorithm this verifier knows")
+                throw WireError(.unknownAlgorithm, "\(field()).hash: \(hash.name) is not a hash algorithm this verifier knows")
             }
-            let size = try sel.readUInt8("\(field).sizeofSelect")
+            let size = try sel.readUInt8("\(field()).sizeofSelect")
             guard Int(size) <= PCRSelection.maxSizeOfSelect else {
-                throw WireError(.sizeTooLarge, "\(field).sizeofSelect: \(size) exceeds \(PCRSelection.maxSizeOfSelect)")
+                throw WireError(.sizeTooLarge, "\(field()).sizeofSelect: \(size) exceeds \(PCRSelection.maxSizeOfSelect)")
             }
-            let bitmap = try sel.readBytes(PCRSelection.maxSizeOfSelect, "\(field).pcrSelect")
-            try sel.skip(1, "\(field) padding")
+            let bitmap = try sel.readBytes(PCRSelection.maxSizeOfSelect, "\(field()).pcrSelect")
+            try sel.skip(1, "\(field()) padding")
             var pcrs: [Int] = []
             for (byteIndex, byte) in bitmap.prefix(Int(size)).enumerated() where byte != 0 {
                 for bit in 0..<8 where byte & (1 << bit) != 0 { pcrs.append(byteIndex * 8 + bit) }

@@ -87,7 +87,27 @@ public struct PCRSelection: Hashable, Sendable, TPMWireCodable, CustomStringConv
     /// True when both select exactly the same (bank, PCR) pairs, whatever the bank order,
     /// bitmap size, or empty banks.
     public func isSameSelection(as other: PCRSelection) -> Bool {
-        pcrsByBank == other.pcrsByBank
+        // Bitmasks per bank (a quote check's hot path); sets only for PCRs beyond 63, which
+        // no wire selection can hold.
+        guard let mine = masksByBank, let theirs = other.masksByBank else { return pcrsByBank == other.pcrsByBank }
+        return mine == theirs
+    }
+
+    /// (bank, bitmask of PCRs) for the non-empty banks, banks merged and sorted; nil if a PCR
+    /// index does not fit in 64 bits.
+    private var masksByBank: [UInt64]? {
+        var masks: [(UInt16, UInt64)] = []
+        masks.reserveCapacity(banks.count)
+        for bank in banks {
+            var mask: UInt64 = 0
+            for pcr in bank.pcrs {
+                guard (0..<64).contains(pcr) else { return nil }
+                mask |= 1 << UInt64(pcr)
+            }
+            guard mask != 0 else { continue }
+            if let i = masks.firstIndex(where: { $0.0 == bank.hash.rawValue }) { masks[i].1 |= mask } else { masks.append((bank.hash.rawValue, mask)) }
+        }
+        return masks.sorted { $0.0 < $1.0 }.flatMap { [UInt64($0.0), $0.1] }
     }
 
     /// Parses tpm2-tools PCR list syntax: `sha256:0,1,15`, `sha1:0+sha256:0,15`, `sha256:all`.

@@ -40,8 +40,8 @@ public enum TPM2B: Sendable, Hashable, CustomStringConvertible {
 extension ByteReader {
     /// Reads a TPM2B of the given kind: its size is checked against the kind's capacity and
     /// against the bytes left.
-    public mutating func read(_ kind: TPM2B, _ field: String) throws(WireError) -> [UInt8] {
-        try readSized(field, max: kind.capacity)
+    public mutating func read(_ kind: TPM2B, _ field: @autoclosure () -> String) throws(WireError) -> [UInt8] {
+        try readSized(field(), max: kind.capacity)
     }
 }
 

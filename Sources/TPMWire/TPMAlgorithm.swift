@@ -94,10 +94,10 @@ public struct TPMAlgorithm: RawRepresentable, Hashable, Sendable, Comparable, Cu
     public static func < (a: TPMAlgorithm, b: TPMAlgorithm) -> Bool { a.rawValue < b.rawValue }
 
     /// Reads a TPMI_ALG_HASH: a known hash algorithm, else a precise error.
-    public static func readHash(_ reader: inout ByteReader, _ field: String) throws(WireError) -> TPMAlgorithm {
-        let alg = TPMAlgorithm(try reader.readUInt16(field))
+    public static func readHash(_ reader: inout ByteReader, _ field: @autoclosure () -> String) throws(WireError) -> TPMAlgorithm {
+        let alg = TPMAlgorithm(try reader.readUInt16(field()))
         guard alg.isHash else {
-            throw WireError(.unknownAlgorithm, "\(field): \(alg.name) is not a hash algorithm this verifier knows")
+            throw WireError(.unknownAlgorithm, "\(field()): \(alg.name) is not a hash algorithm this verifier knows")
         }
         return alg
     }

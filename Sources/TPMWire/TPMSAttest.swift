@@ -354,11 +354,11 @@ public struct TPMSAttest: Hashable, Sendable, TPMWireCodable {
 
 extension ByteReader {
     /// TPMI_YES_NO: one byte, 0 or 1; anything else is refused, as a TPM would.
-    public mutating func readYesNo(_ field: String) throws(WireError) -> Bool {
-        switch try readUInt8(field) {
+    public mutating func readYesNo(_ field: @autoclosure () -> String) throws(WireError) -> Bool {
+        switch try readUInt8(field()) {
         case 0: return false
         case 1: return true
-        case let v: throw WireError(.invalidValue, "\(field): \(v) is not a TPMI_YES_NO (0 or 1)")
+        case let v: throw WireError(.invalidValue, "\(field()): \(v) is not a TPMI_YES_NO (0 or 1)")
         }
     }
 }

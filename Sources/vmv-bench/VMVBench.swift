@@ -7,6 +7,6 @@ struct VMVBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv-bench",
         abstract: "vmv benchmarks, each beside its reference tool.",
-        subcommands: [EventLogBench.self]
+        subcommands: [EventLogBench.self, QuoteBench.self]
     )
 }

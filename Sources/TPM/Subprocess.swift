@@ -69,9 +69,13 @@ enum Subprocess {
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
         }
         for (from, to) in mapping {
-            // dup2 onto the target clears FD_CLOEXEC there, so exactly these fds are inherited.
             posix_spawn_file_actions_adddup2(&actions, from, to)
         }
+        // Nothing else is inherited. tpm2-tss opens its TCTI sockets without close-on-exec: a
+        // swtpm started while another thread has a command in flight would keep that socket,
+        // and the other swtpm (which serves one connection at a time) would never accept the
+        // next one.
+        closeInheritedDescriptors(&actions, from: 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -97,6 +101,29 @@ enum Subprocess {
             throw TPMError(.simulator, operation: operation, reason: "cannot start \(path): \(String(cString: strerror(rc)))")
         }
         return pid
+    }
+
+    private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+    /// glibc ≥ 2.34 has posix_spawn_file_actions_addclosefrom_np, which Swift does not see
+    /// without _GNU_SOURCE; looked up at run time. Without it, the descriptors open now are
+    /// listed from /proc/self/fd (glibc ignores a close action on one that closes meanwhile).
+    private static let closeFrom: CloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
+            return nil
+        }
+        return unsafeBitCast(symbol, to: CloseFrom.self)
+    }()
+
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t, from lowest: Int32) {
+        if let closeFrom {
+            _ = closeFrom(&actions, lowest)
+            return
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap({ Int32($0) }) where fd >= lowest {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
     }
 
     /// Waits for a child; its exit status, or 128 + signal.

@@ -29,6 +29,11 @@ public struct TPMAObject: OptionSet, Hashable, Sendable, CustomStringConvertible
     /// The bits the specification defines; the rest are reserved.
     public static let defined = TPMAObject(named.map(\.0))
 
+    /// What an AK must be: a restricted signing key the TPM generated and that cannot leave
+    /// it (restricted, sign, fixedTPM, fixedParent, sensitiveDataOrigin). `restricted` is what
+    /// stops it signing a digest that starts like a TPMS_ATTEST, i.e. a forged quote.
+    public static let attestationKey: TPMAObject = [.restricted, .sign, .fixedTPM, .fixedParent, .sensitiveDataOrigin]
+
     /// The attribute names, tpm2-tools style: `fixedtpm|fixedparent|…`.
     public var names: [String] { Self.named.filter { contains($0.0) }.map(\.1) }
 

@@ -108,7 +108,7 @@ public struct PCRValuesMatchDigest: QuotePolicy {
 /// about attributes; its trust comes from elsewhere, such as an AK certificate.)
 public struct AKIsRestrictedSigningKey: QuotePolicy {
     public let rule = QuoteRule.akAttributes
-    public static let required: TPMAObject = [.restricted, .sign, .fixedTPM, .fixedParent, .sensitiveDataOrigin]
+    public static let required = TPMAObject.attestationKey
     public init() {}
 
     public func evaluate(_ evidence: QuoteEvidence) -> QuotePolicyResult {

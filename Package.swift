@@ -81,13 +81,15 @@ let package = Package(
         .testTarget(name: "VerifierTests", dependencies: [
             "Verifier", "TPMWire", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
         ]),
         .testTarget(name: "IntrospectionTests", dependencies: [
             "Introspection", "TPMWire",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "TPMTests", dependencies: [
-            "TPM", "TPMWire",
+            "TPM", "TPMWire", "TestSupport", "Verifier",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]

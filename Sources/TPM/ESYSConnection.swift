@@ -46,6 +46,8 @@ final class ESYSConnection {
 
     /// ESYS_TRs of persistent objects looked up in this context (ESYS keeps their metadata).
     private var persistentObjects: [UInt32: ESYS_TR] = [:]
+    /// AK handles checked by `attestationKeyObject(at:)` in this context.
+    private var verifiedAttestationKeys: Set<UInt32> = []
     /// Allocated PCR banks, read once per context: they change only across a reset.
     private var cachedBanks: PCRSelection?
 
@@ -262,6 +264,14 @@ final class ESYSConnection {
         return result
     }
 
+    /// Whether a persistent object or NV index exists at `handle`.
+    func hasHandle(_ handle: UInt32) throws(TPMError) -> Bool {
+        let (data, _) = try capability(TPM2_CAP(TPM2_CAP_HANDLES), property: handle, count: 1,
+                                       "Esys_GetCapability(HANDLES 0x\(String(handle, radix: 16)))")
+        let list = data.data.handles
+        return tupleElements(list.handle, as: TPM2_HANDLE.self, count: Int(list.count)).first == handle
+    }
+
     /// Flushes transient objects and sessions a crashed earlier run left in a TPM that has
     /// no resource manager in front of it. Returns how many.
     func flushLeftovers() throws(TPMError) -> Int {
@@ -330,9 +340,26 @@ final class ESYSConnection {
 
     /// Forgets a cached persistent object (after it was evicted).
     func forget(_ handle: UInt32) {
+        verifiedAttestationKeys.remove(handle)
         if var object = persistentObjects.removeValue(forKey: handle) {
             _ = Esys_TR_Close(esys, &object)
         }
+    }
+
+    /// The ESYS_TR of the AK at `handle`, once checked to be a restricted signing key: a quote
+    /// is never signed with a key a verifier would not accept as an AK.
+    func attestationKeyObject(at handle: UInt32) throws(TPMError) -> ESYS_TR {
+        let object = try self.object(at: handle)
+        if verifiedAttestationKeys.contains(handle) { return object }
+        let operation = "AK at 0x\(String(handle, radix: 16))"
+        let bytes = try marshal(try readPublic(object, operation).publicArea, Tss2_MU_TPM2B_PUBLIC_Marshal, operation)
+        let publicArea = try parse(bytes, as: TPM2BPublic.self, operation).publicArea
+        if let reason = TPM.AttestationKey.disqualification(of: publicArea) {
+            throw TPMError(.unexpectedResponse, operation: operation,
+                           reason: "the key at 0x\(String(handle, radix: 16)) cannot be an AK: \(reason)")
+        }
+        verifiedAttestationKeys.insert(handle)
+        return object
     }
 
     struct PublicArea {

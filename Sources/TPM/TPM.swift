@@ -169,7 +169,7 @@ public actor TPM {
     /// The attempts a read gets when the PCRs keep changing under it.
     static let consistentReadAttempts = 5
 
-    private func readPCRs(_ selection: PCRSelection, _ esys: ESYSConnection) throws(TPMError) -> PCRValues {
+    func readPCRs(_ selection: PCRSelection, _ esys: ESYSConnection) throws(TPMError) -> PCRValues {
         let operation = "PCR read \(selection)"
         try checkSelection(selection, esys, operation)
         for _ in 0..<Self.consistentReadAttempts {
@@ -215,7 +215,7 @@ public actor TPM {
 
     /// Refuses, before asking the TPM, a selection with a bank that is not allocated or a PCR
     /// beyond the TPM's count: the TPM would silently leave them out.
-    private func checkSelection(_ selection: PCRSelection, _ esys: ESYSConnection, _ operation: String) throws(TPMError) {
+    func checkSelection(_ selection: PCRSelection, _ esys: ESYSConnection, _ operation: String) throws(TPMError) {
         let banks = try esys.pcrBanks()
         let allocated = banks.pcrsByBank
         for (hash, pcrs) in selection.pcrsByBank {

@@ -1,4 +1,5 @@
 import Crypto
+import TestSupport
 import Testing
 import TPM
 import TPMWire
@@ -47,7 +48,7 @@ import TPMWire
         }
         #expect(after != before)
         // The peer reads the same values from the same TPM.
-        #expect(try Tools.pcrRead("sha1:16,23+sha256:16,23", tcti: simulator.tcti) == after)
+        #expect(try TPM2Tools(simulator).pcrRead("sha1:16,23+sha256:16,23") == after)
         await tpm.close()
     }
 
@@ -62,7 +63,7 @@ import TPMWire
         let all = try await tpm.readPCRs(PCRSelection(parsing: "sha1:all+sha256:all"))
         #expect(all.banks[.sha1]?.count == 24)
         #expect(all.banks[.sha256]?.count == 24)
-        #expect(try Tools.pcrRead("sha1:all+sha256:all", tcti: simulator.tcti) == all)
+        #expect(try TPM2Tools(simulator).pcrRead("sha1:all+sha256:all") == all)
         // PCRs 17-22 start at all ones on a PC Client TPM; 16 is untouched here.
         #expect(all[.sha256, 17] == [UInt8](repeating: 0xFF, count: 32))
         #expect(all[.sha256, 16] == [UInt8](repeating: 0, count: 32))

@@ -115,7 +115,12 @@ public struct TPM2Tools: Sendable {
     public let directory: URL
 
     public init(tpm: Swtpm, directory: URL) {
-        self.tcti = tpm.tcti
+        self.init(tcti: tpm.tcti, directory: directory)
+    }
+
+    /// For any TPM a TCTI string reaches (a `TPMSimulator` of the TPM module, say).
+    public init(tcti: String, directory: URL) {
+        self.tcti = tcti
         self.directory = directory
     }
 

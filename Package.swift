@@ -61,6 +61,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "X509", package: "swift-certificates"),
         ]),
         .executableTarget(name: "vmv-verifier", dependencies: [
             "Verifier", "TPMWire",

@@ -1,4 +1,5 @@
 import CTSS2
+import FoundationEssentials
 import Logging
 import TPMWire
 
@@ -36,7 +37,8 @@ public actor TPM {
         var simulator: TPMSimulator?
         var resolved = tcti
         if case .simulator(let directory) = tcti {
-            let state = directory ?? TPMSimulator.defaultStateDirectory()
+            var state = directory ?? TPMSimulator.defaultStateDirectory()
+            if !state.hasPrefix("/") { state = FileManager.default.currentDirectoryPath + "/" + state }
             if let running = TPMSimulator.running(stateDirectory: state) {
                 resolved = running.tcti
                 logger.debug("using the running simulator", metadata: ["state": "\(state)", "tcti": "\(resolved)"])

@@ -6,7 +6,7 @@ struct VMVCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv",
         abstract: "Virtual Machine Verifier: measure Xen guests into a TPM-backed log and serve quotes.",
-        subcommands: [IntrospectCommand.self],
+        subcommands: [TPMCommand.self, IntrospectCommand.self],
         helpNames: [.long, .short]
     )
 }

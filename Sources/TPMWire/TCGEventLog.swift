@@ -32,6 +32,22 @@ public struct TCGEventLog: Hashable, Sendable {
     }
 }
 
+/// A record of the event log (the header or an event), written little-endian by `write(to:)`.
+public protocol TCGLogRecord: Sendable {
+    /// Bytes of the serialised record.
+    var serializedSize: Int { get }
+    func write(to writer: inout ByteWriter)
+}
+
+extension TCGLogRecord {
+    /// The serialised record on its own: what a log store appends to its file.
+    public func serialized() -> [UInt8] {
+        var w = ByteWriter(capacity: serializedSize)
+        write(to: &w)
+        return w.bytes
+    }
+}
+
 /// One digest of an event: the bank it extends and the digest bytes.
 public struct TCGDigest: Hashable, Sendable {
     public var algorithm: TPMAlgorithm
@@ -44,7 +60,7 @@ public struct TCGDigest: Hashable, Sendable {
 }
 
 /// A TCG_PCR_EVENT2 record.
-public struct TCGEvent: Hashable, Sendable {
+public struct TCGEvent: Hashable, TCGLogRecord {
     /// The PCR this event extends (0–23).
     public var pcrIndex: Int
     /// Not covered by the digests: informative only, unless a rule that the PCR value then
@@ -67,7 +83,6 @@ public struct TCGEvent: Hashable, Sendable {
         digests.first { $0.algorithm == algorithm }?.bytes
     }
 
-    /// Bytes of the serialised record.
     public var serializedSize: Int {
         12 + digests.reduce(0) { $0 + 2 + $1.bytes.count } + 4 + data.count
     }
@@ -85,18 +100,11 @@ public struct TCGEvent: Hashable, Sendable {
         w.writeLE(UInt32(truncatingIfNeeded: data.count))
         w.write(bytes: data)
     }
-
-    /// The serialised record on its own: what a log store appends to its file.
-    public func serialized() -> [UInt8] {
-        var w = ByteWriter(capacity: serializedSize)
-        write(to: &w)
-        return w.bytes
-    }
 }
 
 /// TCG_EfiSpecIDEvent ("Spec ID Event03"): the log header's event data. It declares the
 /// banks every later event carries a digest for, and each digest's size.
-public struct TCGSpecIDEvent: Hashable, Sendable {
+public struct TCGSpecIDEvent: Hashable, TCGLogRecord {
     public struct Algorithm: Hashable, Sendable {
         public var algorithm: TPMAlgorithm
         public var digestSize: Int
@@ -161,7 +169,7 @@ public struct TCGSpecIDEvent: Hashable, Sendable {
 
     var eventDataSize: Int { 16 + 4 + 4 + 4 + 4 * algorithms.count + 1 + vendorInfo.count }
 
-    /// Bytes of the whole TCG_PCR_EVENT header record.
+    /// Bytes of the whole TCG_PCR_EVENT header record carrying this structure.
     public var serializedSize: Int { Self.pcrEventHeaderSize + eventDataSize }
 
     /// Writes the TCG_PCR_EVENT header record carrying this structure.
@@ -183,13 +191,6 @@ public struct TCGSpecIDEvent: Hashable, Sendable {
         }
         w.write(UInt8(truncatingIfNeeded: vendorInfo.count))
         w.write(bytes: vendorInfo)
-    }
-
-    /// The header record's bytes.
-    public func serialized() -> [UInt8] {
-        var w = ByteWriter(capacity: serializedSize)
-        write(to: &w)
-        return w.bytes
     }
 
     /// Parses the TCG_PCR_EVENT header record and its Spec ID Event03 data.

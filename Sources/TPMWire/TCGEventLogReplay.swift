@@ -58,8 +58,10 @@ extension TCGEventLog {
     }
 
     /// Parses and replays a log in one pass, without building events: the fast path for a
-    /// log that is only checked against PCR values. Accepts and rejects exactly what
-    /// `init(bytes:)` does.
+    /// log that is only checked against PCR values. Accepts exactly the logs that
+    /// `TCGEventLog(bytes:)` then `replay()` accepts, with the same result. Of several faults it
+    /// reports the first in file order: a replay rule broken by an early event can come before
+    /// a framing error further on, which `init(bytes:)` would report.
     public static func replay(bytes: [UInt8]) throws(WireError) -> TCGReplay {
         var scanner = try TCGEventScanner(bytes)
         var replayer = PCRReplayer(header: scanner.header)

@@ -201,9 +201,10 @@ public enum Tools {
         }
         try p.run()
         p.waitUntilExit()
+        // Lossy UTF-8, never "": tools print raw data as text (tpm2_eventlog prints event data).
         return Result(status: p.terminationStatus,
-                      stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+                      stdout: String(decoding: (try? Data(contentsOf: out)) ?? Data(), as: UTF8.self),
+                      stderr: String(decoding: (try? Data(contentsOf: err)) ?? Data(), as: UTF8.self))
     }
 }
 

@@ -1,9 +1,10 @@
 import TPMWire
 
 /// libFuzzer target for the TCG event-log parser and replay. Beyond "never traps", it checks
-/// the parser's promises: the one-pass replay and the parsed log accept and reject the same
-/// inputs with the same error and replay to the same values, and whatever parses serialises
-/// back to the same bytes.
+/// the parser's promises: the one-pass replay accepts exactly what parsing then replaying
+/// accepts, with the same values (or the same error when the parse succeeds; when it fails,
+/// the one pass may stop earlier, at a replay rule broken before the framing error), and
+/// whatever parses serialises back to the same bytes.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzEventLog(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
@@ -14,7 +15,9 @@ public func fuzzEventLog(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let replayed = Result { () throws(WireError) in try log.replay() }
         precondition(replayed == streamed, "replay() and replay(bytes:) disagree")
     case .failure(let error):
-        precondition(streamed == .failure(error), "TCGEventLog(bytes:) and replay(bytes:) disagree: \(error)")
+        guard case .failure(let first) = streamed else { preconditionFailure("replay(bytes:) accepts what TCGEventLog(bytes:) rejects: \(error)") }
+        precondition(first == error || first.reason.hasPrefix("event ") && !first.reason.contains("TCG_PCR_EVENT2 at byte"),
+                     "replay(bytes:) fails differently: \(first) / \(error)")
     }
     return 0
 }

@@ -116,8 +116,8 @@ s=$(dom0 "vmv introspect frame --domain sealed $fs" 2>&1); src=$?
 v=$(dom0 "vmv introspect vcpu --domain sealed" 2>&1); vrc=$?
 dom0 'xl dmesg | grep "avc:"' > "$OUT/avc.txt" 2>&1
 avc=$(grep -m1 'denied.*{ map_read }.*scontext=system_u:system_r:dom0_t tcontext=system_u:system_r:vmv_sealed_t' "$OUT/avc.txt")
-[ $mrc = 0 ] && [ $src != 0 ] && echo "$s" | grep -q 'not mapped' && [ -n "$avc" ]
-check sealed-map $? "measured frame $fm: $(echo "$m" | head -1 | cut -c1-40)…; sealed frame $fs: $(echo "$s" | grep -o 'frame .*' | head -1); ${avc:-no avc line} "
+[ $mrc = 0 ] && [ $src != 0 ] && echo "$s" | grep -q 'refused it: Permission denied' && [ -n "$avc" ]
+check sealed-map $? "measured frame $fm: $(echo "$m" | head -1 | cut -c1-40)…; sealed frame $fs: $(echo "$s" | grep -o 'refused it.*' | head -1); ${avc:-no avc line} "
 avc2=$(grep -m1 'denied.*{ getvcpucontext }.*tcontext=system_u:system_r:vmv_sealed_t' "$OUT/avc.txt")
 [ $vrc != 0 ] && echo "$v" | grep -q 'permission\|not permitted\|denied' && [ -n "$avc2" ]
 check sealed-vcpu $? "$(echo "$v" | head -1); ${avc2:-no avc line}"

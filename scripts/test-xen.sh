@@ -5,10 +5,14 @@
 #             guest itself printed (/sys/hypervisor/uuid) and the right type (pv/pvh)
 #   vcpu      `vmv introspect vcpu` gives each guest's registers: the idle vCPU's RIP lies in
 #             the kernel text the guest printed (_stext.._etext), PVH's EFER has long mode on
+#   kernel    `vmv introspect kernel --domain` finds each guest's kernel through foreign mapping,
+#             without symbols: release, slide, text and rodata ranges as the guest printed them;
+#             measuring twice gives the same Merkle roots
 #   frame     a kernel text frame (found with libxc's own xc_translate_foreign_address) maps
 #             read-only through vmv, twice with the same SHA-256
 #   poke      after a test-only tool writes one byte into that frame from dom0, vmv's SHA-256
-#             of it changes, and the guest is still alive
+#             of it changes, and the guest is still alive; the text root changes, rodata's does
+#             not, and exactly the poked page differs (also as `vmv introspect diff` names it)
 #   denied    a frame the guest does not own gives a per-frame mapping error, not a crash
 #   watch     `vmv introspect domains --watch` reports a guest going away and a new one coming
 #   tpm       tpm2-tss in dom0 reaches the swtpm TPM (its device TCTI is dlopened, not linked)
@@ -130,6 +134,44 @@ EOF
   check "vcpu:$g" "${res%% *}" "${res#* }"
 done
 
+# ---- kernel: found through foreign mapping, without symbols, where the guest says it is
+kernel_check() {  # GUEST FILE  -> "0 detail" or "1 detail"
+  python3 - "$2" "$(fact $1 release)" "$(fact $1 _stext)" "$(fact $1 _etext)" "$(fact $1 __start_rodata)" "$(fact $1 __end_rodata)" "$(fact $1 type)" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception:
+    print("1 not JSON: " + open(sys.argv[1]).read()[-400:].replace("\n", " ")); sys.exit()
+release, stext, etext, srod, erod = sys.argv[2], *[int(x, 16) for x in sys.argv[3:7]]
+up = lambda v: (v + 4095) & ~4095
+want_space = "machine" if sys.argv[7] == "PV" else "guest-physical"
+reg = {x["name"]: x for x in r["regions"]}
+t, d = reg.get("text"), reg.get("rodata")
+slide = stext - 0xffffffff81000000
+bad = []
+if r["release"] != release: bad.append("release %s, guest says %s" % (r["release"], release))
+if int(r["slide"], 16) != slide: bad.append("slide %s, guest's _stext gives 0x%x" % (r["slide"], slide))
+if r["frameSpace"] != want_space: bad.append("frame space %s, want %s" % (r["frameSpace"], want_space))
+if not t or int(t["virtualStart"], 16) != stext or int(t["virtualEnd"], 16) != up(etext):
+    bad.append("text %s-%s, guest says _stext 0x%x _etext 0x%x" % (t and t["virtualStart"], t and t["virtualEnd"], stext, etext))
+if not d or int(d["virtualStart"], 16) != srod or int(d["virtualEnd"], 16) != up(erod):
+    bad.append("rodata %s-%s, guest says 0x%x-0x%x" % (d and d["virtualStart"], d and d["virtualEnd"], srod, erod))
+if bad: print("1 " + "; ".join(bad))
+else: print("0 %s, slide %s, text %s-%s (%d pages, root %s…), rodata %s-%s, %s frames" % (release, r["slide"], t["virtualStart"], t["virtualEnd"], t["pageCount"], t["measurement"]["root"][:16], d["virtualStart"], d["virtualEnd"], want_space))
+EOF
+}
+for g in guest-pv guest-pvh; do
+  t=$SECONDS
+  dom0 "vmv introspect kernel --domain $g --pages --json > /tmp/kernel-$g.json; st=\$?; cat /tmp/kernel-$g.json; exit \$st" > "$OUT/kernel-$g.json" 2>&1
+  res=$(kernel_check $g "$OUT/kernel-$g.json")
+  check "kernel:$g" "${res%% *}" "${res#* } ($((SECONDS - t))s)"
+done
+root() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(" ".join(x["name"]+"="+x["measurement"]["root"] for x in r["regions"]))' "$1" 2>/dev/null; }
+dom0 "vmv introspect kernel --domain guest-pv --pages --json" > "$OUT/kernel-guest-pv-2.json" 2>&1
+r1=$(root "$OUT/kernel-guest-pv.json"); r2=$(root "$OUT/kernel-guest-pv-2.json")
+[ -n "$r1" ] && [ "$r1" = "$r2" ]
+check "kernel:twice" $? "guest-pv measured twice: ${r2:-no roots}"
+
 # ---- frame: map a kernel text frame read-only, twice
 G=guest-pv; D=$(fact $G domid); STEXT=$(fact $G _stext)
 # a page well inside the text, away from the entry code
@@ -152,11 +194,39 @@ else
   alive_after=$(dom0 "grep -c VMV-GUEST-ALIVE /var/log/xen/console/guest-$G.log")
   [ -n "$h3" ] && [ ${#h3} = 64 ] && [ "$h3" != "$h1" ] && [ "${alive_after:-0}" -gt "${alive_before:-0}" ]
   check poke $? "xen-poke: $poke; vmv SHA-256 now $h3; guest heartbeats $alive_before -> $alive_after"
+
+  # ---- the kernel measurement changes, in exactly the poked page
+  dom0 "vmv introspect kernel --domain $G --pages --json" > "$OUT/kernel-guest-pv-poked.json" 2>&1
+  PVA=$(echo "$poke" | sed -n 's/.*vaddr=\(0x[0-9a-f]*\).*/\1/p')
+  res=$(python3 - "$OUT/kernel-guest-pv.json" "$OUT/kernel-guest-pv-poked.json" "${PVA:-0}" <<'EOF'
+import json, sys
+try:
+    a, b = (json.load(open(f)) for f in sys.argv[1:3])
+except Exception as e:
+    print("1 no measurement: %s" % e); sys.exit()
+va = int(sys.argv[3], 16)
+ra = {x["name"]: x for x in a["regions"]}; rb = {x["name"]: x for x in b["regions"]}
+changed = {}
+for n in ra:
+    da, db = ra[n]["measurement"]["pageDigests"], rb[n]["measurement"]["pageDigests"]
+    changed[n] = [i for i in range(len(da)) if da[i] != db[i]]
+start = int(ra["text"]["virtualStart"], 16)
+want = (va - start) // 4096
+ok = changed["text"] == [want] and changed["rodata"] == [] and ra["text"]["measurement"]["root"] != rb["text"]["measurement"]["root"] \
+     and ra["rodata"]["measurement"]["root"] == rb["rodata"]["measurement"]["root"]
+print(("0 " if ok else "1 ") + "text root %s… -> %s…, changed text pages %s (poked page %d at 0x%x), rodata pages changed %s" % (
+    ra["text"]["measurement"]["root"][:16], rb["text"]["measurement"]["root"][:16], changed["text"], want, start + want * 4096, changed["rodata"]))
+EOF
+)
+  check "kernel:poked" "${res%% *}" "${res#* }"
+  dom0 "vmv introspect kernel --domain $G --pages --json > /tmp/after.json; vmv introspect diff /tmp/kernel-$G.json /tmp/after.json" > "$OUT/diff.txt" 2>&1; rc=$?
+  [ $rc = 1 ] && grep -q "text page $(( (PVA - STEXT) / 4096 )) at $(printf '0x%016x' $(( PVA & ~4095 )))" "$OUT/diff.txt"
+  check "kernel:diff" $? "vmv introspect diff (rc=$rc): $(grep -E 'changed|same' "$OUT/diff.txt" | tr '\n' ' ' | cut -c1-200) $(grep -m1 'text page' "$OUT/diff.txt" | cut -c1-60)"
 fi
 
 # ---- denied: a frame the guest does not own
 out=$(dom0 "vmv introspect frame --domain $G 0xfffffffff" 2>&1); rc=$?
-[ $rc != 0 ] && echo "$out" | grep -q 'was not mapped'
+[ $rc != 0 ] && echo "$out" | grep -q 'xenforeignmemory_map refused it'
 check denied $? "rc=$rc: $(echo "$out" | grep -v '^$' | head -2 | tr '\n' ' ')"
 
 # ---- watch: a guest goes away, a new one comes

@@ -145,8 +145,11 @@ public enum KernelLocator {
 
     private enum Class { case text, rodata, other }
 
-    private static func classify(_ p: PagePermissions) -> Class {
-        if p.writable || p.user { return .other }
+    /// `pvKernel`: the page tables of a 64-bit Xen PV guest (machine frames). Its kernel runs in
+    /// ring 3, so Xen has every kernel mapping carry the user bit (guest user space is kept out
+    /// by its separate user page table, ctrlreg[1]); there the bit says nothing.
+    private static func classify(_ p: PagePermissions, pvKernel: Bool) -> Class {
+        if p.writable || (p.user && !pvKernel) { return .other }
         return p.executable ? .text : .rodata
     }
 
@@ -162,8 +165,9 @@ public enum KernelLocator {
         let window = imageWindow
         let found = try walker.mappings(from: window.lowerBound, to: window.upperBound)
         var runs: [Run] = []
+        let pvKernel = walker.source.frameSpace == .machine
         for m in found.mappings {
-            let cls = classify(m.permissions)
+            let cls = classify(m.permissions, pvKernel: pvKernel)
             if var last = runs.last, last.cls == cls, last.end == m.virtualStart {
                 last.end = m.virtualEnd
                 last.mappings.append(m)

@@ -84,6 +84,8 @@ public struct XenVCPURegisters: Sendable, Equatable, Codable {
     /// The code segment selector; its low two bits are the privilege level the vCPU ran at.
     public var cs: UInt16
 
+    /// PV only: the user page table's address (ctrlreg[1]) in machine space.
+    public var userCR3Address: UInt64? { userPageTableFrame.map { $0 << 12 } }
     /// The top-level page table's address in the frame space foreign mapping takes.
     public var pageTableAddress: UInt64 { pageTableFrame << 12 }
     /// CR4.LA57: five-level paging.

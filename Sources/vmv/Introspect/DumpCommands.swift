@@ -3,10 +3,13 @@ import Foundation
 import Introspection
 import TPMWire
 
-/// Options shared by the commands that read a dump.
+/// Options shared by the commands that read guest memory: a dump, or (kernel) a live Xen domain.
 struct DumpOptions: ParsableArguments {
     @Option(name: .long, help: "Memory dump: QEMU dump-guest-memory ELF or xl dump-core file.")
-    var dump: String
+    var dump: String?
+
+    @Option(name: .long, help: "A running Xen domain, by name or id: read through read-only foreign mapping (dom0 or a VMV domain).")
+    var domain: String?
 
     @Option(name: .long, help: "vCPU whose registers to use (default: every online vCPU in turn).")
     var vcpu: Int?
@@ -14,8 +17,17 @@ struct DumpOptions: ParsableArguments {
     @Option(name: .long, help: "Page-table root to use instead of the vCPU's CR3 (hex).", transform: parseAddress)
     var cr3: UInt64?
 
+    func validate() throws {
+        guard (dump == nil) != (domain == nil) else { throw ValidationError("give --dump FILE or --domain NAME (one of them)") }
+    }
+
     func open() throws -> any GuestMemorySource {
-        try MemoryDump.open(path: dump)
+        if let domain {
+            let host = try XenHost()
+            let info = try UInt32(domain).map { try host.domain($0) } ?? host.domain(named: domain)
+            return XenGuestMemory(host: host, domain: info)
+        }
+        return try MemoryDump.open(path: dump ?? "")
     }
 }
 
@@ -32,7 +44,7 @@ func parseAddress(_ text: String) throws -> UInt64 {
 struct IntrospectKernel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernel",
-        abstract: "Locate the Linux kernel in a dump (no symbols needed) and measure its text and read-only data.",
+        abstract: "Locate the Linux kernel in a dump or a running Xen domain (no symbols needed) and measure its text and read-only data.",
         discussion: """
         Prints the release, the KASLR slide, the virtual and physical ranges of kernel text and \
         read-only data, and the Merkle root (RFC 6962, SHA-256, one leaf per page) of each. \

@@ -139,11 +139,11 @@ struct IntrospectFrameCommand: AsyncParsableCommand {
             let d = try selection.resolve(on: host)
             return try host.withMappedFrames(domain: d.id, frames: numbers) { m in
                 (0..<m.count).map { i -> Row in
-                    switch m.page(i) {
-                    case .success(let bytes):
+                    do {
+                        let bytes = try m.page(i)
                         return Row(frame: hex(numbers[i]), sha256: Hex.encode(Array(SHA256.hash(data: bytes))), error: nil)
-                    case .failure(let e):
-                        return Row(frame: hex(numbers[i]), sha256: nil, error: e.description)
+                    } catch {
+                        return Row(frame: hex(numbers[i]), sha256: nil, error: "\(error)")
                     }
                 }
             }

@@ -15,7 +15,9 @@ public struct PCRSelection: Hashable, Sendable, TPMWireCodable, CustomStringConv
             let sorted = Array(Set(pcrs)).sorted()
             self.hash = hash
             self.pcrs = sorted
-            self.sizeOfSelect = max(sizeOfSelect, UInt8(((sorted.last ?? 0) / 8) + 1))
+            // wide enough for the highest PCR; an empty bank keeps its size, even 0, so that
+            // a parsed selection serialises to the same bytes
+            self.sizeOfSelect = sorted.last.map { max(sizeOfSelect, UInt8(clamping: $0 / 8 + 1)) } ?? sizeOfSelect
         }
     }
 

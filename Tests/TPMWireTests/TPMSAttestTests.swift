@@ -37,6 +37,15 @@ import TestSupport
         Hostile.expectEveryTruncationRefused(bytes) { b throws(WireError) in _ = try TPMSAttest(wireBytes: b) }
     }
 
+    /// Found by the fuzzer: an empty bank with sizeofSelect 0 came back with sizeofSelect 1.
+    @Test func emptyBankWithZeroSizeOfSelectRoundTrips() throws {
+        let bytes: [UInt8] = [0, 0, 0, 2, 0x00, 0x04, 3, 0x01, 0x80, 0x00, 0x00, 0x0b, 0]
+        let selection = try PCRSelection(wireBytes: bytes)
+        #expect(selection.banks.map(\.sizeOfSelect) == [3, 0])
+        #expect(selection.wireBytes == bytes)
+        #expect(selection.isSameSelection(as: try PCRSelection(parsing: "sha1:0,15")))
+    }
+
     @Test func clockInfoLayout() throws {
         let bytes = Self.clock.wireBytes
         #expect(bytes == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 7, 0, 0, 0, 3, 1])

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # libFuzzer over every parser of untrusted bytes: scripts/fuzz.sh [SECONDS-PER-TARGET] [NAME…]
 #
-# Targets are the files Fuzz/<Name>.swift, each defining LLVMFuzzerTestOneInput over TPMWire
-# (drop a new file there and it is picked up). TPMWire is compiled here with
-# `swiftc -sanitize=fuzzer,address` (coverage-guided, with AddressSanitizer for the unsafe
-# pointer paths); swift-crypto's objects come from the ordinary debug build. Each target runs
+# Targets are the files Fuzz/<Name>.swift, each defining LLVMFuzzerTestOneInput (drop a new
+# file there and it is picked up); they may import the verifier side's modules. The package
+# modules they import (always TPMWire) are compiled here with `swiftc -sanitize=fuzzer,address`
+# (coverage-guided, with AddressSanitizer for the unsafe pointer paths); their dependencies
+# (swift-crypto, swift-certificates, …) come from the ordinary debug build. Each target runs
 # for SECONDS (default 60) on its corpus in .build/fuzz/corpus/<Name>, which persists between
 # runs, starting from Fuzz/Seeds/<Name>/ when there is one; a crash leaves its input in .build/fuzz/crashes/<Name>/ and fails the run.
 set -euo pipefail
@@ -19,31 +20,50 @@ if [ ${#names[@]} -eq 0 ]; then
   for f in Fuzz/*.swift; do names+=("$(basename "$f" .swift)"); done
 fi
 
-# swift-crypto (and TPMWire's module interface for nothing else) from the debug build
-swift build --target TPMWire >&2
+# Targets may import the verifier side's modules (TPMWire, Verifier, and what they use): the
+# debug build of vmv-verifier provides their objects. The package's own modules a target
+# imports are compiled again here with coverage instrumentation; the rest is linked as built.
+swift build --product vmv-verifier >&2
 BIN=$(swift build --show-bin-path)
 OUT=.build/fuzz
 mkdir -p "$OUT/obj"
 
-# TPMWire, instrumented
-echo "fuzz: compiling TPMWire with -sanitize=fuzzer,address" >&2
-( cd "$OUT/obj" && swiftc -O -swift-version 6 -parse-as-library -module-name TPMWire \
-    -sanitize=fuzzer,address -enable-testing \
-    -I "$BIN/Modules" -emit-module -emit-module-path TPMWire.swiftmodule \
-    -c "${OLDPWD}"/Sources/TPMWire/*.swift -wmo -o TPMWire.o )
-
-crypto_objects=()
-for target in Crypto CryptoBoringWrapper CCryptoBoringSSL CCryptoBoringSSLShims CXKCP CXKCPShims; do
-  [ -d "$BIN/$target.build" ] || continue
-  while IFS= read -r o; do crypto_objects+=("$o"); done < <(find "$BIN/$target.build/" -name '*.o')
+sources=()
+for name in "${names[@]}"; do
+  [ -f "Fuzz/$name.swift" ] || { echo "fuzz: no Fuzz/$name.swift" >&2; exit 2; }
+  sources+=("Fuzz/$name.swift")
 done
+imports=$(sed -n 's/^import \([A-Za-z_]*\).*/\1/p' "${sources[@]}" | sort -u)
+modules=(TPMWire)
+for m in $imports; do
+  [ "$m" != TPMWire ] && [ -d "Sources/$m" ] && [ ! -f "Sources/$m/module.modulemap" ] && modules+=("$m")
+done
+for m in "${modules[@]}"; do
+  grep -q "/$m.build/" "$BIN/vmv-verifier.product/Objects.LinkFileList" || {
+    echo "fuzz: a target imports $m, which vmv-verifier does not link: not supported here" >&2; exit 2; }
+  echo "fuzz: compiling $m with -sanitize=fuzzer,address" >&2
+  ( cd "$OUT/obj" && swiftc -O -swift-version 6 -parse-as-library -module-name "$m" \
+      -sanitize=fuzzer,address -I . -I "$BIN/Modules" -emit-module -emit-module-path "$m.swiftmodule" \
+      -c "$OLDPWD/Sources/$m"/*.swift -wmo -o "$m.o" )
+done
+
+# everything else vmv-verifier links, minus its main and the modules compiled above
+objects=()
+while IFS= read -r line; do
+  o=${line#\'}; o=${o%\'}
+  case "$o" in */vmv_verifier.build/*) continue ;; esac
+  skip=0
+  for m in "${modules[@]}"; do case "$o" in */"$m".build/*) skip=1 ;; esac; done
+  [ $skip -eq 0 ] && objects+=("$o")
+done < "$BIN/vmv-verifier.product/Objects.LinkFileList"
+for m in "${modules[@]}"; do objects+=("$OUT/obj/$m.o"); done
 
 failed=()
 for name in "${names[@]}"; do
   src="Fuzz/$name.swift"
   [ -f "$src" ] || { echo "fuzz: no $src" >&2; exit 2; }
   swiftc -O -swift-version 6 -parse-as-library -sanitize=fuzzer,address -module-name "Fuzz$name" \
-    -I "$OUT/obj" -I "$BIN/Modules" "$src" "$OUT/obj/TPMWire.o" "${crypto_objects[@]}" -lstdc++ \
+    -I "$OUT/obj" -I "$BIN/Modules" "$src" "${objects[@]}" -lstdc++ \
     -o "$OUT/$name" 2> >(grep -v "Cannot export local symbol" >&2)
   mkdir -p "$OUT/corpus/$name" "$OUT/crashes/$name"
   log="$OUT/$name.log"

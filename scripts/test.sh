@@ -15,25 +15,26 @@ LOGDIR=${VMV_TEST_LOGS:-$PWD/.build/test-logs}
 mkdir -p "$LOGDIR"
 passed=0; failed=0; failures=()
 
-step() {   # step NAME COMMAND...
-  local name=$1; shift
+step() {   # step NAME MINUTES COMMAND...  (a step that runs longer than MINUTES is killed and fails)
+  local name=$1 minutes=$2; shift 2
   local log="$LOGDIR/$name.log" t0=$SECONDS
   echo "--- $name"
-  if "$@" >"$log" 2>&1; then
+  if timeout --kill-after=30 "$((minutes * 60))" "$@" >"$log" 2>&1; then
     passed=$((passed + 1)); echo "PASS $name ($((SECONDS - t0))s)"
   else
     failed=$((failed + 1)); failures+=("$name"); echo "FAIL $name ($((SECONDS - t0))s), log: $log"
     tail -40 "$log" | sed 's/^/    /'
+    [ $((SECONDS - t0)) -lt $((minutes * 60)) ] || echo "    (killed after ${minutes} minutes)"
   fi
   # surface the test framework's own summary lines
   grep -E "^(✔|✘) Test run with|Executed [1-9][0-9]* tests?, with" "$log" | tail -3 | sed 's/^/    /' || true
 }
 
-step build swift build --build-tests
-step swift-test swift test --skip-build
+step build 45 swift build --build-tests
+step swift-test 30 swift test --skip-build
 for t in Tests/cli/*.sh; do
   [ -e "$t" ] || continue
-  step "cli-$(basename "$t" .sh)" bash "$t"
+  step "cli-$(basename "$t" .sh)" 10 bash "$t"
 done
 
 echo

@@ -15,8 +15,9 @@ LOGDIR=${VMV_TEST_LOGS:-$PWD/.build/test-logs}
 mkdir -p "$LOGDIR"
 passed=0; failed=0; failures=()
 
-step() {   # step NAME MINUTES COMMAND...  (a step that runs longer than MINUTES is killed and fails)
-  local name=$1 minutes=$2; shift 2
+step() {   # step NAME [MINUTES] COMMAND...  (a step that runs longer than MINUTES, default 10, is killed and fails)
+  local name=$1 minutes=10; shift
+  case "${1:-}" in ''|*[!0-9]*) ;; *) minutes=$1; shift ;; esac
   local log="$LOGDIR/$name.log" t0=$SECONDS
   echo "--- $name"
   if timeout --kill-after=30 "$((minutes * 60))" "$@" >"$log" 2>&1; then

@@ -68,7 +68,7 @@ public enum QuoteEvidenceFixture {
     private static func make() throws -> [AKKind: QuoteEvidence] {
         let tpm = try Swtpm(pcrBanks: ["sha1", "sha256"])
         defer { tpm.stop() }
-        let root = try TemporaryDirectory.make(prefix: "quote-evidence")
+        let root = try TemporaryDirectory.makeRemovedAtExit(prefix: "quote-evidence")
         let tools = TPM2Tools(tpm: tpm, directory: root)
         try tools.run("tpm2_createek", ["-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"])
         try tools.run("tpm2_pcrextend", ["15:sha1=" + String(repeating: "ab", count: 20) + ",sha256=" + String(repeating: "cd", count: 32)])
@@ -103,3 +103,4 @@ public enum QuoteEvidenceFixture {
         return result
     }
 }
+

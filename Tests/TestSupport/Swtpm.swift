@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -210,6 +211,25 @@ public enum Tools {
 
 /// Temporary directories under the system's temp dir, unique per call.
 public enum TemporaryDirectory {
+    /// A directory that is removed when the test process exits (for files that tests share
+    /// or write in large numbers).
+    public static func makeRemovedAtExit(prefix: String) throws -> URL {
+        let url = try make(prefix: prefix)
+        removedAtExit.withLock { dirs in
+            if dirs.isEmpty { atexit { TemporaryDirectory.removeAll() } }
+            dirs.append(url.path)
+        }
+        return url
+    }
+
+    private static let removedAtExit = Mutex<[String]>([])
+
+    private static func removeAll() {
+        removedAtExit.withLock { dirs in
+            for d in dirs { try? FileManager.default.removeItem(atPath: d) }
+        }
+    }
+
     public static func make(prefix: String) throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("vmv-\(prefix)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)

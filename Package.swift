@@ -70,7 +70,7 @@ let package = Package(
         ]),
         // Release-built benchmarks (scripts/bench.sh NAME), each beside its reference tool.
         .executableTarget(name: "vmv-bench", dependencies: [
-            "TPMWire", "Verifier", "TPM",
+            "TPMWire", "Verifier", "TPM", "Introspection",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "CryptoExtras", package: "swift-crypto"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -13,9 +13,12 @@ public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     private let base: UnsafeRawPointer?
+    /// True for `init(bytes:name:)`: the memory is an allocation, not a mapping.
+    private let ownsCopy: Bool
 
     public init(path: String) throws(GuestMemoryError) {
         self.path = path
+        ownsCopy = false
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw GuestMemoryError(.unavailable, "\(path): cannot open: \(String(cString: strerror(errno)))")
@@ -39,8 +42,25 @@ public final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(p)
     }
 
+    /// Bytes already in memory, read through the same interface (fuzzing, tests): copied into
+    /// memory this object owns.
+    public init(bytes: [UInt8], name: String) {
+        path = name
+        size = bytes.count
+        ownsCopy = true
+        if bytes.isEmpty {
+            base = nil
+            return
+        }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 4096)
+        bytes.withUnsafeBytes { if let src = $0.baseAddress { p.copyMemory(from: src, byteCount: bytes.count) } }
+        base = UnsafeRawPointer(p)
+    }
+
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        guard let base else { return }
+        if ownsCopy { UnsafeMutableRawPointer(mutating: base).deallocate() }
+        else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }
 
     /// The bytes `[offset, offset+count)`, or nil when any of them lies outside the file.

@@ -3,6 +3,7 @@
 #   scripts/setup.sh            packages for building, the demo and the default tests
 #   scripts/setup.sh --xen      also what the Xen-under-QEMU system tests need
 #   scripts/setup.sh --fleet    also PostgreSQL and Chromium (verifier fleet tests)
+#   scripts/setup.sh --introspection  also QEMU and busybox (scripts/test-introspection-qemu.sh)
 set -euo pipefail
 
 packages=(
@@ -15,6 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --xen) packages+=(qemu-system-x86 qemu-utils busybox-static cpio gzip xz-utils dpkg-dev bison flex checkpolicy m4 python3 make) ;;
     --fleet) packages+=(postgresql chromium) ;;
+    --introspection) packages+=(qemu-system-x86 busybox-static cpio gzip python3) ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -58,8 +58,11 @@ public struct KernelSymbols: Sendable, Codable, Hashable {
     /// Reads the symbol table (`.symtab` and its string table) of a vmlinux ELF, its build id,
     /// and the `linux_banner` bytes from the section that holds them.
     public init(vmlinuxPath path: String) throws {
-        let file = try MappedFile(path: path)
-        let what = "vmlinux \(path)"
+        try self.init(vmlinux: try MappedFile(path: path))
+    }
+
+    public init(vmlinux file: MappedFile) throws(WireError) {
+        let what = "vmlinux \(file.path)"
         let elf = try ELFFile(file: file, what: what)
         guard let symtab = elf.sectionHeaders.first(where: { $0.type == ELFFile.SectionHeader.symtab }) else {
             throw WireError(.invalidValue, "\(what): no symbol table (.symtab): a stripped kernel (the image inside vmlinuz is one) has none; use the vmlinux from the -dbg package")

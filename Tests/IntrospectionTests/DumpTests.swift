@@ -238,3 +238,65 @@ import TPMWire
         try expectRejected(b, "neither .xen_pfn nor .xen_p2m")
     }
 }
+
+/// Seeded random corruption of valid dumps: every variant must open or fail with a `WireError`,
+/// and whatever opens must survive the walk, the locator and the measurement (errors allowed,
+/// traps not). The fuzz target (Fuzz/MemoryDumps.swift) does the same without a budget.
+@Suite struct MutatedDumpTests {
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    func survive(_ original: [UInt8], open: (MappedFile) throws -> any GuestMemorySource, seed: UInt64) {
+        var rng = SplitMix(state: seed)
+        // Mutations land in the headers, notes and tables (the first 16 KiB), where the parsers look.
+        let hot = min(original.count, 16 << 10)
+        var opened = 0
+        for _ in 0..<250 {
+            var b = original
+            for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                let at = Int.random(in: 0..<hot, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: b[at] = UInt8.random(in: 0...255, using: &rng)
+                case 1: b[at] = [0, 0xff, 0x7f, 0x80][Int.random(in: 0..<4, using: &rng)]
+                default: b = Array(b.prefix(Int.random(in: 0..<b.count, using: &rng)))
+                }
+                if at >= b.count { break }
+            }
+            do {
+                let source = try open(MappedFile(bytes: b, name: "mutant"))
+                opened += 1
+                _ = try? source.withMappedFrames([0, 1, 0x200, 0x7ff]) { $0.failures.count }
+                if let kernel = try? KernelLocator.locate(in: source) {
+                    _ = try? KernelMeasurement(kernel: kernel, in: source)
+                }
+            } catch {
+                #expect(error is WireError, "\(type(of: error)): \(error)")
+            }
+        }
+        #expect(opened > 0, "no mutant opened: the mutations never leave a dump readable")
+    }
+
+    @Test func qemuDumps() {
+        let k = SyntheticKernel()
+        let original = DumpWriter.qemuELF(blocks: [k.guest.block], vcpus: [k.guest.registers()])
+        survive(original, open: { try QEMUDump(file: $0) }, seed: 1)
+    }
+
+    @Test func xenCoreDumps() {
+        let k = SyntheticKernel()
+        var pages: [(frame: UInt64, bytes: [UInt8])] = []
+        for i in 0..<(k.guest.memory.count / 4096) {
+            pages.append((UInt64(i), Array(k.guest.memory[(i * 4096)..<((i + 1) * 4096)])))
+        }
+        let original = DumpWriter.xenCore(pages: pages, pv: false, vcpus: [k.guest.registers()])
+        survive(original, open: { try XenCoreDump(file: $0) }, seed: 2)
+    }
+}

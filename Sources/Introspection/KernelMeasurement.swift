@@ -66,22 +66,28 @@ private struct SendableBuffer: @unchecked Sendable {
 /// The measurement of one region of one guest: the Merkle root over its pages and, kept beside
 /// it, the per-page leaf digests that name the pages when the root changes.
 ///
-/// This is the unit the measurement log records: one event per region and domain, whose data
-/// holds the domain, the region, its start, page count and root (`withoutPages`).
+/// This is the unit the measurement log records: one `memoryRegion` event per region and domain
+/// (TPMWire's `VMVEventRecord`): `subject` ("kernel.text"), `virtualStart`, `physicalStart`,
+/// page size 4096, `pageCount` and `root` map one to one onto its `MemoryRegion` fields.
 public struct RegionMeasurement: Sendable, Hashable, Codable {
     public static let hashAlgorithm = "sha256"
     public static let treeKind = "rfc6962"
 
     public var region: KernelRegion.Name
     public var virtualStart: UInt64
+    /// Where the region starts in the source's frame space (informational: frames move between
+    /// boots and migrations, the virtual layout does not).
+    public var physicalStart: UInt64?
     public var pageCount: Int
     public var root: [UInt8]
     /// Leaf digests back to back (32 bytes each), or nil when not kept.
     public var pageDigests: [UInt8]?
 
-    public init(region: KernelRegion.Name, virtualStart: UInt64, pageCount: Int, root: [UInt8], pageDigests: [UInt8]?) {
+    public init(region: KernelRegion.Name, virtualStart: UInt64, physicalStart: UInt64? = nil, pageCount: Int,
+                root: [UInt8], pageDigests: [UInt8]?) {
         self.region = region
         self.virtualStart = virtualStart
+        self.physicalStart = physicalStart
         self.pageCount = pageCount
         self.root = root
         self.pageDigests = pageDigests
@@ -90,9 +96,13 @@ public struct RegionMeasurement: Sendable, Hashable, Codable {
     /// Measures a located region: hashes every page and builds the tree.
     public init(measuring region: KernelRegion, in source: any GuestMemorySource, workers: Int = 1) throws {
         let leaves = try PageHasher.leafDigests(of: region.frames, in: source, workers: workers)
-        self.init(region: region.name, virtualStart: region.virtualStart, pageCount: region.pageCount,
+        self.init(region: region.name, virtualStart: region.virtualStart, physicalStart: region.runs.first?.physicalStart,
+                  pageCount: region.pageCount,
                   root: MerkleTree.root(leaves: leaves), pageDigests: leaves)
     }
+
+    /// The log's name for the region: "kernel.text", "kernel.rodata".
+    public var subject: String { "kernel.\(region.rawValue)" }
 
     public var withoutPages: RegionMeasurement {
         var m = self
@@ -106,13 +116,14 @@ public struct RegionMeasurement: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case region, virtualStart, pageCount, hashAlgorithm, tree, root, pageDigests
+        case region, virtualStart, physicalStart, pageCount, hashAlgorithm, tree, root, pageDigests
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(region, forKey: .region)
         try c.encode("0x" + hex64(virtualStart), forKey: .virtualStart)
+        try c.encodeIfPresent(physicalStart.map { "0x" + String($0, radix: 16) }, forKey: .physicalStart)
         try c.encode(pageCount, forKey: .pageCount)
         try c.encode(Self.hashAlgorithm, forKey: .hashAlgorithm)
         try c.encode(Self.treeKind, forKey: .tree)
@@ -130,6 +141,14 @@ public struct RegionMeasurement: Sendable, Hashable, Codable {
             throw DecodingError.dataCorruptedError(forKey: .virtualStart, in: c, debugDescription: "not a 0x-prefixed hex address: \(start)")
         }
         virtualStart = v
+        if let p = try c.decodeIfPresent(String.self, forKey: .physicalStart) {
+            guard p.hasPrefix("0x"), let value = UInt64(p.dropFirst(2), radix: 16) else {
+                throw DecodingError.dataCorruptedError(forKey: .physicalStart, in: c, debugDescription: "not a 0x-prefixed hex address: \(p)")
+            }
+            physicalStart = value
+        } else {
+            physicalStart = nil
+        }
         pageCount = try c.decode(Int.self, forKey: .pageCount)
         guard pageCount >= 0 else {
             throw DecodingError.dataCorruptedError(forKey: .pageCount, in: c, debugDescription: "negative page count")

@@ -16,6 +16,7 @@ import TPMWire
         let m = try measure(k)
         let text = try #require(m.regions.first)
         #expect(text.region == .text && text.pageCount == 515 && text.virtualStart == k.text)
+        #expect(text.subject == "kernel.text" && text.physicalStart == SyntheticKernel.textPhysical)
         // Leaf 513 is the second page of the 4 KiB tail; compute it from the guest's bytes.
         let physical = Int(SyntheticKernel.tailPhysical) + 0x1000
         let expected = Array(SHA256.hash(data: [0] + k.guest.memory[physical..<(physical + 4096)]))

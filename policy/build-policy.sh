@@ -40,6 +40,21 @@ cp "$MODULE" "$MOD/vmv.te"
 # modules.conf lists the modules in order; vmv needs domU's types (it names domU_t).
 sed -i 's/^domU = on$/domU = on\n\n# vmv: the Virtual Machine Verifier domain and its guests (policy\/vmv.te in vmv).\nvmv = on/' "$MOD/modules.conf"
 grep -q '^vmv = on$' "$MOD/modules.conf" || { echo "build-policy: could not add vmv to modules.conf" >&2; exit 1; }
+# The TPM's registers get their label (policy/device_contexts.vmv).
+cat "$ROOT/policy/device_contexts.vmv" >> "$W/tools/flask/policy/policy/device_contexts"
+# dom0 stays the toolstack but loses what would undo the VMV's guarantees (policy/README.md,
+# "dom0's rights"): changing the policy, its mode or its booleans (the policy measured at boot
+# stays the policy), relabelling devices (the TPM's range), adding resources to itself (taking
+# the TPM back). Each edit must apply, or the build stops.
+D0="$MOD/dom0.te"
+strip_dom0() {  # SED-EXPRESSION WHAT
+  local before; before=$(md5sum < "$D0")
+  sed -i "$1" "$D0"
+  [ "$(md5sum < "$D0")" != "$before" ] || { echo "build-policy: dom0.te no longer has $2; check the edit" >&2; exit 1; }
+}
+strip_dom0 's/^allow dom0_t security_t:security { load_policy setenforce setbool };$/# (vmv) load_policy setenforce setbool removed/' "load_policy setenforce setbool"
+strip_dom0 's/^allow dom0_t security_t:security { add_ocontext del_ocontext };$/# (vmv) add_ocontext del_ocontext removed/' "add_ocontext del_ocontext"
+strip_dom0 's/^allow dom0_t dom0_t:resource { add remove };$/allow dom0_t dom0_t:resource remove;   # (vmv) add removed/' "resource { add remove } on itself"
 
 mkdir -p "$OUT" "$W/out"
 OUT=$(cd "$OUT" && pwd)

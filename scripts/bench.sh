@@ -8,4 +8,6 @@ ensure_swift_on_path
 swift build -c release --product vmv-bench >&2
 # the quote benchmark also times the vmv-verifier process it sits beside
 swift build -c release --product vmv-verifier >&2
+# quote-load runs vmv serve
+swift build -c release --product vmv >&2
 exec "$(swift build -c release --show-bin-path)/vmv-bench" "$@"

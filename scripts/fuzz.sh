@@ -41,10 +41,16 @@ done
 linked() { grep -q "/$1.build/" "$BIN/vmv-verifier.product/Objects.LinkFileList"; }
 for m in "${modules[@]}"; do
   # A module with a C library at its edge (Introspection: CXen for the Xen source) is compiled
-  # without the files that import one: the parsers fuzzed here are in its pure-Swift part, whose
-  # own imports must be modules compiled here, ones vmv-verifier links, or the system's.
+  # without the files that import one, and without a subfolder where any file does (the rest of
+  # that edge: Introspection/Xen): the parsers fuzzed here are in its pure-Swift part, whose own
+  # imports must be modules compiled here, ones vmv-verifier links, or the system's. Sources may
+  # sit in subfolders (Verifier/Appraisal, Verifier/Attestation).
   files=()
-  while IFS= read -r f; do files+=("$f"); done < <(grep -L '^import C[A-Z]' "Sources/$m"/*.swift)
+  while IFS= read -r f; do
+    d=$(dirname "$f")
+    if [ "$d" != "Sources/$m" ] && grep -q '^import C[A-Z]' "$d"/*.swift; then continue; fi
+    grep -q '^import C[A-Z]' "$f" || files+=("$f")
+  done < <(find "Sources/$m" -name '*.swift' | sort)
   if ! linked "$m"; then
     for i in $(sed -n 's/^import \([A-Za-z_]*\).*/\1/p' "${files[@]}" | sort -u); do
       case " ${modules[*]} Glibc Darwin Foundation Dispatch " in *" $i "*) continue ;; esac

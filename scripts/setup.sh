@@ -11,6 +11,7 @@ packages=(
   libtss2-dev libssl-dev libxen-dev libsqlite3-dev
   swtpm swtpm-tools tpm2-tools
   openssl xxd curl ca-certificates
+  binutils python3 python3-jsonschema
 )
 for arg in "$@"; do
   case "$arg" in

@@ -13,6 +13,11 @@
 #   poke      after a test-only tool writes one byte into that frame from dom0, vmv's SHA-256
 #             of it changes, and the guest is still alive; the text root changes, rodata's does
 #             not, and exactly the poked page differs (also as `vmv introspect diff` names it)
+#   measure   `vmv measure guests --once` (the guest measurer, with dom0's TPM) logs both guests'
+#             kernelImage/initrd (= dom0's sha256sum), commandLine, domainConfig and text/rodata
+#             roots (= what `vmv introspect kernel` found); a second pass records nothing; after
+#             the poke exactly one new record, guest-pv's kernel.text with the poked root; and
+#             `vmv log verify` says the log and the TPM's PCR agree
 #   denied    a frame the guest does not own gives a per-frame mapping error, not a crash
 #   watch     `vmv introspect domains --watch` reports a guest going away and a new one coming
 #   tpm       tpm2-tss in dom0 reaches the swtpm TPM (its device TCTI is dlopened, not linked)
@@ -22,7 +27,7 @@
 # Ends with "N passed, M failed"; exit 0 only if all passed. Logs in DIR (default .build/xen/test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib/common.sh
+source scripts/xen/lib.sh   # common.sh, and xen_guest_fact
 OUT="$PWD/.build/xen/test"; KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -83,11 +88,7 @@ if ! scripts/xen/dom0.sh --out "$RUN" --wait-ready --timeout 600; then
 fi
 check boot 0 "Xen, dom0 and both guests up ($((SECONDS - T0))s): $(grep -c PASS "$RUN/result.txt") stages passed so far"
 dom0() { scripts/xen/dom0.sh --out "$RUN" --timeout 180 -- "$@"; }
-fact() {  # GUEST KEY  (from the facts the guest printed about itself)
-  awk -v g="name=$1" -v k="$2" '{ for (i = 1; i <= NF; i++) if ($i == g) { for (j = 1; j <= NF; j++) { split($j, kv, "="); if (kv[1] == k) print kv[2] } } }' "$RUN/guests.txt" 2>/dev/null
-}
-# guests.txt is written at the end of run.sh; while it holds, read the facts from the serial log.
-grep -a '^VMV-XEN-GUEST ' "$RUN/serial.log" | tr -d '\r' | sed 's/^VMV-XEN-GUEST //' > "$RUN/guests.txt"
+fact() { xen_guest_fact "$RUN" "$1" "$2"; }  # GUEST KEY: what the guest printed about itself
 
 # ---- domains: names, UUIDs, types
 echo "--- checks"
@@ -172,6 +173,47 @@ r1=$(root "$OUT/kernel-guest-pv.json"); r2=$(root "$OUT/kernel-guest-pv-2.json")
 [ -n "$r1" ] && [ "$r1" = "$r2" ]
 check "kernel:twice" $? "guest-pv measured twice: ${r2:-no roots}"
 
+# ---- measure: the guest measurer records both guests into the measurement log through the TPM
+VS="--state /var/lib/vmv --tcti device:/dev/tpmrm0"
+logcount() { python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["records"]))' "$1" 2>/dev/null; }
+t=$SECONDS
+dom0 "mkdir -p /var/lib/vmv && vmv measure guests --once --json $VS" > "$OUT/measure-1.jsonl" 2>&1; rc=$?
+dom0 "vmv log show --json --state /var/lib/vmv" > "$OUT/log-1.json" 2>&1
+dom0 "sha256sum /guest/vmlinuz /guest/guest.cpio.gz" > "$OUT/sha256.txt" 2>&1
+res=$(python3 - "$OUT/log-1.json" "$OUT/sha256.txt" "$rc" "$OUT" guest-pv "$(fact guest-pv uuid)" guest-pvh "$(fact guest-pvh uuid)" <<'EOF'
+import json, sys
+try:
+    log = json.load(open(sys.argv[1]))
+except Exception:
+    print("1 vmv log show gave no JSON: " + open(sys.argv[1]).read()[-300:].replace("\n", " ")); sys.exit()
+sha = {l.split()[1]: l.split()[0] for l in open(sys.argv[2]) if len(l.split()) == 2}
+out, bad = sys.argv[4], []
+if sys.argv[3] != "0": bad.append("vmv measure guests exited %s" % sys.argv[3])
+args = sys.argv[5:]
+for g, uuid in zip(args[0::2], args[1::2]):
+    recs = [r for r in log["records"] if r.get("domain", {}).get("uuid") == uuid.lower()]
+    k = json.load(open("%s/kernel-%s.json" % (out, g)))
+    want = {"kernel." + x["name"]: x["measurement"]["root"] for x in k["regions"]}
+    got = {r["subject"]: r["region"]["merkleRoot"]["digest"] for r in recs if r["kind"] == "memoryRegion"}
+    if got != want: bad.append("%s regions in the log %s, vmv introspect kernel found %s" % (g, got, want))
+    by = {r["kind"]: r for r in recs}
+    if by.get("kernelImage", {}).get("contentDigest", {}).get("digest") != sha.get("/guest/vmlinuz"):
+        bad.append("%s kernelImage %s, sha256sum %s" % (g, by.get("kernelImage"), sha.get("/guest/vmlinuz")))
+    if by.get("initrd", {}).get("contentDigest", {}).get("digest") != sha.get("/guest/guest.cpio.gz"):
+        bad.append("%s initrd differs from sha256sum" % g)
+    if "vmvname=" + g not in by.get("commandLine", {}).get("attributes", {}).get("cmdline", ""):
+        bad.append("%s commandLine %s" % (g, by.get("commandLine")))
+    if "domainConfig" not in by: bad.append("%s no domainConfig" % g)
+print(("1 " + "; ".join(bad)) if bad else "0 %d records: per guest kernelImage, initrd, commandLine, domainConfig, kernel.text/rodata with the roots vmv introspect found; image digests = dom0's sha256sum" % len(log["records"]))
+EOF
+)
+check "measure:first" "${res%% *}" "${res#* } ($((SECONDS - t))s)"
+dom0 "vmv measure guests --once --json $VS" > "$OUT/measure-2.jsonl" 2>&1; rc=$?
+dom0 "vmv log show --json --state /var/lib/vmv" > "$OUT/log-2.json" 2>&1
+n1=$(logcount "$OUT/log-1.json"); n2=$(logcount "$OUT/log-2.json")
+[ $rc = 0 ] && [ -n "$n1" ] && [ "$n1" = "$n2" ] && [ "$(grep -c '"recorded":\[\]' "$OUT/measure-2.jsonl")" = 2 ]
+check "measure:again" $? "a second pass (a new process: it reads what the log holds) records nothing: $n1 -> $n2 records, rc=$rc"
+
 # ---- frame: map a kernel text frame read-only, twice
 G=guest-pv; D=$(fact $G domid); STEXT=$(fact $G _stext)
 # a page well inside the text, away from the entry code
@@ -219,6 +261,29 @@ print(("0 " if ok else "1 ") + "text root %s… -> %s…, changed text pages %s 
 EOF
 )
   check "kernel:poked" "${res%% *}" "${res#* }"
+
+  # ---- the measurer records exactly the poked region, and the log replays to the TPM's PCR
+  dom0 "vmv measure guests --once --json $VS" > "$OUT/measure-3.jsonl" 2>&1; rc=$?
+  dom0 "vmv log show --json --state /var/lib/vmv" > "$OUT/log-3.json" 2>&1
+  res=$(python3 - "$OUT/log-2.json" "$OUT/log-3.json" "$OUT/kernel-guest-pv-poked.json" "$(fact $G uuid)" "$rc" <<'EOF'
+import json, sys
+try:
+    a, b, k = (json.load(open(f)) for f in sys.argv[1:4])
+except Exception as e:
+    print("1 no log or measurement: %s" % e); sys.exit()
+last = max([r["seq"] for r in a["records"]] or [-1])
+new = [r for r in b["records"] if r["seq"] > last]
+root = {x["name"]: x["measurement"]["root"] for x in k["regions"]}["text"]
+ok = sys.argv[5] == "0" and len(new) == 1 and new[0]["kind"] == "memoryRegion" and new[0]["subject"] == "kernel.text" \
+     and new[0]["domain"]["uuid"] == sys.argv[4].lower() and new[0]["region"]["merkleRoot"]["digest"] == root
+desc = ["%s %s %s %s" % (r["seq"], r.get("domain", {}).get("name"), r.get("subject"), r.get("region", {}).get("merkleRoot", {}).get("digest", "")[:16]) for r in new]
+print(("0 " if ok else "1 ") + "new records after the poke: %s (poked text root %s, rc=%s)" % (desc, root[:16], sys.argv[5]))
+EOF
+)
+  check "measure:poked" "${res%% *}" "${res#* }"
+  out=$(dom0 "vmv log verify $VS" 2>&1); rc=$?
+  [ $rc = 0 ] && echo "$out" | grep -q "agree"
+  check "measure:verify" $? "vmv log verify (rc=$rc): $(echo "$out" | tail -1)"
   dom0 "vmv introspect kernel --domain $G --pages --json > /tmp/after.json; vmv introspect diff /tmp/kernel-$G.json /tmp/after.json" > "$OUT/diff.txt" 2>&1; rc=$?
   [ $rc = 1 ] && grep -q "text page $(( (PVA - STEXT) / 4096 )) at $(printf '0x%016x' $(( PVA & ~4095 )))" "$OUT/diff.txt"
   check "kernel:diff" $? "vmv introspect diff (rc=$rc): $(grep -E 'changed|same' "$OUT/diff.txt" | tr '\n' ' ' | cut -c1-200) $(grep -m1 'text page' "$OUT/diff.txt" | cut -c1-60)"

@@ -48,6 +48,41 @@ extension TCGLogRecord {
     }
 }
 
+/// TCG_PCR_EVENT2 records read as far as they are well formed: how a log store reads its own
+/// files, whose last record a crash may have cut short.
+public struct TCGRecordPrefix: Sendable {
+    public var events: [TCGEvent]
+    /// The byte offset of each event in the bytes given.
+    public var offsets: [Int]
+    /// Bytes the events cover, from the start.
+    public var parsedLength: Int
+    /// Why the bytes after `parsedLength` are not a record; nil when every byte parsed.
+    public var error: WireError?
+}
+
+extension TCGEventLog {
+    /// Reads `bytes` that hold only TCG_PCR_EVENT2 records (the part of a log after its header,
+    /// or a later segment of it) against `header`, as far as they parse; error messages count
+    /// events from `firstIndex`. The rules are those of `init(bytes:)`.
+    public static func parsePrefix(records bytes: [UInt8], header: TCGSpecIDEvent, firstIndex: Int = 0) -> TCGRecordPrefix {
+        var scanner = TCGEventScanner(header: header, records: bytes, firstIndex: firstIndex)
+        var prefix = TCGRecordPrefix(events: [], offsets: [], parsedLength: 0, error: nil)
+        while true {
+            let start = scanner.offset
+            do {
+                guard try scanner.next() else { break }
+            } catch {
+                prefix.error = error
+                break
+            }
+            prefix.events.append(scanner.currentEvent())
+            prefix.offsets.append(start)
+            prefix.parsedLength = scanner.offset
+        }
+        return prefix
+    }
+}
+
 /// One digest of an event: the bank it extends and the digest bytes.
 public struct TCGDigest: Hashable, Sendable {
     public var algorithm: TPMAlgorithm
@@ -301,6 +336,22 @@ struct TCGEventScanner {
         digestOffsets = [Int](repeating: 0, count: sizes.count)
         digestOrder = [Int](repeating: 0, count: sizes.count)
     }
+
+    /// Records only, without a header (a later segment of a log whose header is `header`);
+    /// event indices count from `firstIndex`.
+    init(header: TCGSpecIDEvent, records bytes: [UInt8], firstIndex: Int) {
+        self.bytes = bytes
+        reader = ByteReader(bytes)
+        self.header = header
+        ids = header.algorithms.map(\.algorithm.rawValue)
+        sizes = header.algorithms.map(\.digestSize)
+        digestOffsets = [Int](repeating: 0, count: sizes.count)
+        digestOrder = [Int](repeating: 0, count: sizes.count)
+        index = firstIndex - 1
+    }
+
+    /// Byte offset of the next record.
+    var offset: Int { reader.offset }
 
     /// Reads the next record; false at the end of the log.
     mutating func next() throws(WireError) -> Bool {

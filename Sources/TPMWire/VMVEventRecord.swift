@@ -628,3 +628,33 @@ extension VMVEventRecord {
         return String(out)
     }
 }
+
+extension VMVEventRecord {
+    /// The record an event of a VMV log carries, accepted only after the event's digest in
+    /// every bank is found to be the hash of its data (so the PCR covers every byte read
+    /// here), and the record names the PCR the event extends. The per-event check shared by
+    /// the log store's scan and the verifier's replay; the type is not looked at (it is not
+    /// covered by any digest).
+    public init(verifying event: TCGEvent) throws(WireError) {
+        try Self.checkDigests(of: event)
+        self = try VMVEventRecord(wireBytes: event.data)
+        guard Int(pcr) == event.pcrIndex else {
+            throw WireError(.invalidValue, "the record says PCR \(pcr) but the event extends PCR \(event.pcrIndex): moved to another PCR")
+        }
+    }
+
+    /// Checks that the event's digest in every bank is the hash of its data.
+    public static func checkDigests(of event: TCGEvent) throws(WireError) {
+        guard !event.digests.isEmpty else {
+            throw WireError(.invalidValue, "the event carries no digest")
+        }
+        for digest in event.digests {
+            guard let expected = digest.algorithm.hash(event.data) else {
+                throw WireError(.unknownAlgorithm, "\(digest.algorithm.name) digest: this verifier cannot compute \(digest.algorithm.name), so the event data cannot be checked against it")
+            }
+            guard expected == digest.bytes else {
+                throw WireError(.invalidValue, "\(digest.algorithm.name) digest \(Hex.encode(digest.bytes)) is not the hash of the event data (\(Hex.encode(expected)))")
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ struct VMVBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv-bench",
         abstract: "vmv benchmarks, each beside its reference tool.",
-        subcommands: [EventLogBench.self, QuoteBench.self, TPMQuoteBench.self, KernelMeasureBench.self]
+        subcommands: [EventLogBench.self, QuoteBench.self, TPMQuoteBench.self, KernelMeasureBench.self, LogBench.self, QuoteLoadBench.self,
+                      FleetBench.self]
     )
 }

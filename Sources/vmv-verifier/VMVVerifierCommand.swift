@@ -10,7 +10,8 @@ struct VMVVerifierCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv-verifier",
         abstract: "Verify TPM quotes and measurement logs from VMV hosts.",
-        subcommands: [QuoteCommand.self, EventLogCommand.self],
+        subcommands: [AttestCommand.self, EnrollCommand.self, ServeCommand.self, HostsCommand.self, StatusCommand.self, HistoryCommand.self,
+                      RefsCommand.self, QuoteCommand.self, EventLogCommand.self, LogCommand.self],
         helpNames: [.long, .short]
     )
 

@@ -6,7 +6,7 @@ struct VMVCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmv",
         abstract: "Virtual Machine Verifier: measure Xen guests into a TPM-backed log and serve quotes.",
-        subcommands: [TPMCommand.self, IntrospectCommand.self],
+        subcommands: [ServeCommand.self, CertsCommand.self, TPMCommand.self, IntrospectCommand.self, LogCommand.self, MeasureCommand.self],
         helpNames: [.long, .short]
     )
 }

@@ -104,7 +104,8 @@ public final class Swtpm: @unchecked Sendable {
         }
     }
 
-    static func canBind(_ port: Int) -> Bool { withSocket(port) { bind($0, $1, $2) } }
+    /// Whether a TCP port is free on 127.0.0.1 (other harnesses pick their ports with it too).
+    public static func canBind(_ port: Int) -> Bool { withSocket(port) { bind($0, $1, $2) } }
     static func canConnect(_ port: Int) -> Bool { withSocket(port) { connect($0, $1, $2) } }
 }
 

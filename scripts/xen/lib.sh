@@ -34,6 +34,7 @@ XEN_MODULES=(
   drivers/xen/xen-evtchn.ko drivers/xen/xen-privcmd.ko drivers/xen/xenfs/xenfs.ko
   drivers/xen/xen-gntdev.ko drivers/xen/xen-gntalloc.ko
   drivers/net/ethernet/intel/e1000/e1000.ko
+  drivers/net/xen-netback/xen-netback.ko drivers/net/xen-netfront.ko
 )
 
 xen_log() { echo "[xen $(date +%H:%M:%S)] $*" >&2; }
@@ -60,7 +61,9 @@ xen_fetch_inputs() {
     for p in "${XEN_PACKAGES[@]}"; do dpkg -x "$XEN_DEBS/${p}"_*.deb "$XEN_ROOT" || xen_die "dpkg -x $p"; done
     touch "$XEN_ROOT/.unpacked"
   fi
-  if [ ! -e "$XEN_LINUX/.unpacked" ]; then
+  local m_missing=0 m
+  for m in "${XEN_MODULES[@]}"; do [ -e "$XEN_LINUX/lib/modules/$KVER/kernel/$m" ] || m_missing=1; done
+  if [ ! -e "$XEN_LINUX/.unpacked" ] || [ $m_missing = 1 ]; then
     # Only the kernel, its config and our modules: the full package is ~400 MB unpacked.
     rm -rf "$XEN_LINUX"; mkdir -p "$XEN_LINUX"
     local wanted=("./boot/*") m
@@ -104,7 +107,9 @@ xen_copy_dlopened() {  # ROOT FILE...
   mkdir -p "$root/lib/x86_64-linux-gnu"
   cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$root/lib/x86_64-linux-gnu/"
   for f in "$@"; do
-    if ldd "$f" 2>/dev/null | grep -q libtss2-tctildr; then
+    # grep reads everything: with -q it could stop early, and under pipefail the SIGPIPE ldd got
+    # would make the test false
+    if ldd "$f" 2>/dev/null | grep libtss2-tctildr >/dev/null; then
       for d in device swtpm mssim cmd; do
         for lib in /usr/lib/x86_64-linux-gnu/libtss2-tcti-$d.so.0; do
           [ -e "$lib" ] && cp -L "$lib" "$root/lib/x86_64-linux-gnu/" && xen_copy_libs "$root" "$lib"
@@ -133,4 +138,15 @@ xen_cpio() {  # ROOT OUT
 # A TCP port free on the loopback now.
 xen_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A fact a guest printed about itself (domid, name, uuid, type, release, _stext, _etext, …) in
+# the run whose logs are in OUT. Read from the serial log, so it works while the run holds
+# (OUT/guests.txt is only written when the run ends).
+xen_guest_fact() {  # OUT GUEST KEY
+  local log="$1/serial.log"
+  [ -e "$log" ] || log="$1/serial.txt"
+  grep -a '^VMV-XEN-GUEST ' "$log" 2>/dev/null | tr -d '\r' |
+    awk -v g="name=$2" -v k="$3" '{ for (i = 2; i <= NF; i++) if ($i == g) { for (j = 2; j <= NF; j++) { split($j, kv, "="); if (kv[1] == k) print kv[2] } } }' |
+    tail -n 1
 }

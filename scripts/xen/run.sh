@@ -14,10 +14,18 @@
 #   --hold             keep Xen running after the payload until `scripts/xen/dom0.sh --out DIR
 #                      --poweroff` (or the timeout); dom0 commands: `scripts/xen/dom0.sh`
 #   --no-tpm           do not attach swtpm as a TPM (tpm-tis); default: attached
+#   --tpm-state DIR    swtpm state to run the TPM from (e.g. one `vmv tpm` provisioned with an EK
+#                      and its certificate); default: a fresh, unprovisioned one in OUT/tpmstate
 #   --forward PORT     forward a free loopback port of the host to dom0's PORT (repeatable);
 #                      the chosen host ports are written to OUT/ports
 #   --xen-image FILE   boot this hypervisor ELF instead of Debian's (e.g. a FLASK build)
 #   --policy FILE      pass a FLASK policy as an extra boot module
+#   --domp DIR         the VMV as its own domain (docs/domp.md): DIR from scripts/xen/build-domp.sh;
+#                      dom0 measures it into PCR 13, hands it the TPM, creates it before the guests
+#                      (label vmv_t), grants it xenstore reads of vmv_guest_t/vmv_sealed_t guests'
+#                      names, and relays port 8443 to it (add --forward 8443 to reach it)
+#   --load-policy FILE a FLASK policy dom0's builder measures into PCR 13 and loads at boot
+#                      (flask-loadpolicy; with --domp)
 #   --xen-args ARGS    extra Xen command-line arguments (e.g. flask=enforcing)
 #   --timeout SECS     whole run, QEMU included (default 900 with --hold, else 600)
 #   --out DIR          logs and state (default .build/xen/run)
@@ -29,17 +37,20 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib.sh"
 
-GUESTS="guest-pv:pv,guest-pvh:pvh"; PAYLOAD=""; HOLD=0; TPM=1; FORWARDS=(); XEN_IMAGE=""; POLICY=""
-XEN_ARGS=""; TIMEOUT=""; OUT="$PWD/.build/xen/run"
+GUESTS="guest-pv:pv,guest-pvh:pvh"; PAYLOAD=""; HOLD=0; TPM=1; TPM_STATE=""; FORWARDS=(); XEN_IMAGE=""; POLICY=""
+XEN_ARGS=""; TIMEOUT=""; OUT="$PWD/.build/xen/run"; DOMP=""; LOAD_POLICY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --guests) GUESTS=$2; shift ;;
     --payload) PAYLOAD=$(readlink -f "$2") || xen_die "no payload folder $2"; shift ;;
     --hold) HOLD=1 ;;
     --no-tpm) TPM=0 ;;
+    --tpm-state) TPM_STATE=$(readlink -f "$2") || xen_die "no swtpm state folder $2"; shift ;;
     --forward) FORWARDS+=("$2"); shift ;;
     --xen-image) XEN_IMAGE=$(readlink -f "$2"); shift ;;
     --policy) POLICY=$(readlink -f "$2"); shift ;;
+    --domp) DOMP=$(readlink -f "$2"); shift ;;
+    --load-policy) LOAD_POLICY=$(readlink -f "$2"); shift ;;
     --xen-args) XEN_ARGS=$2; shift ;;
     --timeout) TIMEOUT=$2; shift ;;
     --out) OUT=$(mkdir -p "$2" && cd "$2" && pwd); shift ;;
@@ -54,6 +65,15 @@ for tool in qemu-system-x86_64 busybox python3 cpio; do
 done
 [ $TPM = 0 ] || command -v swtpm >/dev/null || xen_die "swtpm not found: run scripts/setup.sh"
 [ -z "$PAYLOAD" ] || [ -d "$PAYLOAD" ] || xen_die "--payload $PAYLOAD is not a folder"
+[ -z "$TPM_STATE" ] || [ -e "$TPM_STATE/tpm2-00.permall" ] ||
+  xen_die "--tpm-state $TPM_STATE holds no swtpm state (tpm2-00.permall)"
+if [ -n "$DOMP" ]; then
+  for f in vmlinuz domp.cpio.gz domp.cfg; do [ -s "$DOMP/$f" ] || xen_die "--domp $DOMP has no $f (scripts/xen/build-domp.sh)"; done
+  [ $TPM = 1 ] || ! grep -q '^iomem' "$DOMP/domp.cfg" || xen_die "--domp with the TPM passed through needs the TPM (drop --no-tpm)"
+  command -v tpm2 >/dev/null || xen_die "tpm2 (tpm2-tools) not found: run scripts/setup.sh"
+fi
+[ -z "$LOAD_POLICY" ] || [ -n "$DOMP" ] || xen_die "--load-policy is dom0's VMV builder's: use it with --domp"
+[ -z "$LOAD_POLICY" ] || [ -s "$LOAD_POLICY" ] || xen_die "no policy $LOAD_POLICY"
 
 mkdir -p "$OUT"
 B="$OUT/build"; IMG="$OUT/img"
@@ -122,7 +142,7 @@ for spec in "${GUEST_SPECS[@]}"; do
   case "$type" in pv|pvh) ;; *) xen_die "guest $name: type must be pv or pvh, not '$type'" ;; esac
   [[ "$mem" =~ ^[0-9]+$ ]] || xen_die "guest $name: memory '$mem' is not a number of MiB"
   NAMES+=("$name")
-  echo "$name $type $mem" >> "$R/etc/vmv/guests"
+  echo "$name $type $mem ${label:--}" >> "$R/etc/vmv/guests"
   {
     echo "name = \"$name\""
     echo "type = \"$type\""
@@ -142,6 +162,21 @@ for spec in "${GUEST_SPECS[@]}"; do
     true
   } > "$R/etc/xen/$name.cfg"
 done
+if [ -n "$DOMP" ]; then
+  # The VMV domain's image, dom0's builder, and what it needs: tpm2-tools for the launch
+  # measurements, xen-iomem for giving the TPM away, the vif hotplug script.
+  mkdir -p "$R/domp"
+  cp "$DOMP/vmlinuz" "$DOMP/domp.cpio.gz" "$DOMP/domp.cfg" "$R/domp/"
+  install -m 755 "$HERE/dom0-domp.sh" "$R/etc/vmv/dom0-domp.sh"
+  install -m 755 "$HERE/vif-domp.sh" "$R/etc/vmv/vif-domp.sh"
+  gcc -O2 -Wall -o "$R/usr/sbin/xen-iomem" "$HERE/xen-iomem.c" -lxenctrl 2> "$B/xen-iomem.log" ||
+    xen_die "building xen-iomem: $(cat "$B/xen-iomem.log")"
+  cp "$(command -v tpm2)" "$R/usr/bin/tpm2"
+  for t in tpm2_pcrevent tpm2_pcrread; do ln -sf tpm2 "$R/usr/bin/$t"; done
+  xen_copy_libs "$R" "$R/usr/sbin/xen-iomem" "$R/usr/bin/tpm2"
+  xen_copy_dlopened "$R" "$R/usr/bin/tpm2"
+  [ -z "$LOAD_POLICY" ] || cp "$LOAD_POLICY" "$R/etc/vmv/xenpolicy"
+fi
 if [ -n "$PAYLOAD" ]; then
   cp -a "$PAYLOAD" "$R/payload"
   mapfile -t PELFS < <(find "$R/payload" -type f -exec sh -c 'head -c4 "$1" | grep -q ELF && echo "$1"' _ {} \;)
@@ -157,7 +192,8 @@ result initramfs PASS "dom0 $(stat -c%s "$IMG/dom0.cpio.gz") B, guest $(stat -c%
 TPMARGS=()
 if [ $TPM = 1 ]; then
   ST="$OUT/tpmstate"; rm -rf "$ST"; mkdir -p "$ST"
-  swtpm socket --tpm2 --tpmstate dir="$ST" --ctrl type=unixio,path="$ST/ctrl.sock" \
+  # The control socket stays in OUT: a given state folder holds only swtpm's own files.
+  swtpm socket --tpm2 --tpmstate dir="${TPM_STATE:-$ST}" --ctrl type=unixio,path="$ST/ctrl.sock" \
     --log file="$OUT/swtpm.log",level=2 &
   SWTPM_PID=$!
   for _ in $(seq 50); do [ -S "$ST/ctrl.sock" ] && break; sleep 0.1; done
@@ -241,6 +277,12 @@ report dom0 "dom0 init never ran"
 report toolstack
 report network
 [ $TPM = 1 ] && report tpm
+if [ -n "$DOMP" ]; then
+  for st in domp:policy domp:tpm; do grep -qa "VMV-XEN-STAGE $st " "$S" && report "$st"; done
+  report domp:launch "dom0's VMV builder did not finish its measurements"
+  report domp:create "the VMV domain was not created"
+  report domp "the VMV domain did not reach its entry"
+fi
 for n in "${NAMES[@]}"; do report "guest:$n" "guest not created"; done
 grep -a '^VMV-XEN-GUEST ' "$S" | sed 's/^VMV-XEN-GUEST //' > "$OUT/guests.txt"
 [ -n "$PAYLOAD" ] && [ -e "$PAYLOAD/run.sh" ] && report payload "payload did not finish"

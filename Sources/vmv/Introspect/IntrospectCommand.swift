@@ -6,6 +6,6 @@ struct IntrospectCommand: AsyncParsableCommand {
         commandName: "introspect",
         abstract: "Look at guests the way the VMV measures them (read-only).",
         subcommands: [IntrospectDomainsCommand.self, IntrospectVCPUCommand.self, IntrospectFrameCommand.self,
-                      IntrospectKernel.self, IntrospectTranslate.self, IntrospectDiff.self]
+                      IntrospectKernel.self, IntrospectTranslate.self, IntrospectDiff.self, IntrospectXSMCommand.self]
     )
 }

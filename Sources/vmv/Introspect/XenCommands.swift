@@ -153,3 +153,44 @@ struct IntrospectFrameCommand: AsyncParsableCommand {
         if rows.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
 }
+
+struct IntrospectXSMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xsm",
+        abstract: "FLASK's mode as Xen reports it, this domain's label, and the labels of the domains it sees.")
+
+    @Flag(help: "Print JSON for machines.")
+    var json = false
+
+    struct Report: Encodable {
+        let status: XSMStatus
+        let domains: [Labelled]
+        /// What dom0's VMV builder extended into the launch PCR (nil without a builder).
+        let launch: Launch?
+        struct Labelled: Encodable { let id: UInt32; let name: String?; let ssidref: UInt32; let label: String? }
+        struct Launch: Encodable { let pcr: Int; let events: [String] }
+    }
+
+    func run() async throws {
+        let report = try await withXen { host in
+            let status = try host.xsmStatus()
+            let domains = try host.domains().map {
+                Report.Labelled(id: $0.id, name: $0.name, ssidref: $0.ssidref,
+                                label: status.mode == .none ? nil : try? host.securityLabel(ssidref: $0.ssidref))
+            }
+            let launch = try host.launchLog().map {
+                Report.Launch(pcr: $0.pcr, events: $0.events.map { String(decoding: $0.text, as: UTF8.self) })
+            }
+            return Report(status: status, domains: domains, launch: launch)
+        }
+        if json { return try printJSON(report) }
+        print("xsm: \(report.status.mode == .none ? "none (no FLASK)" : "flask, \(report.status.mode.rawValue)")")
+        print("label: \(report.status.label ?? "-")")
+        for d in report.domains { print("d\(d.id) \(d.name ?? "-") ssidref=\(d.ssidref) \(d.label ?? "-")") }
+        if let launch = report.launch {
+            for (i, e) in launch.events.enumerated() { print("launch PCR \(launch.pcr) #\(i): \(e)") }
+        } else {
+            print("launch: none (no VMV builder published /vmv/launch)")
+        }
+    }
+}

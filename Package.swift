@@ -156,7 +156,7 @@ let package = Package(
         ]),
 
         // Test harness shared by the test targets: a private swtpm, tpm2-tools, quote evidence.
-        .target(name: "TestSupport", dependencies: ["CTSS2"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CTSS2", "TPM"], path: "Tests/TestSupport"),
         .testTarget(name: "TPMWireTests", dependencies: ["TPMWire", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "VerifierTests", dependencies: [
             "Verifier", "TPMWire", "TestSupport",

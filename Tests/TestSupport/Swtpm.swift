@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TPM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,12 +82,15 @@ public final class Swtpm: @unchecked Sendable {
     deinit { stop() }
 
     /// A port p such that p and p + 1 are free on loopback (swtpm's server and control ports).
-    static func freePortPair() throws -> Int {
-        for _ in 0..<100 {
-            let p = Int.random(in: 20000..<60000)
-            if canBind(p) && canBind(p + 1) { return p }
+    static func freePortPair() throws -> Int { try freePort(consecutive: 2) }
+
+    /// A free loopback port (`LoopbackPorts`: below the ephemeral range) with `consecutive - 1`
+    /// free ones after it, none in `avoiding`.
+    public static func freePort(consecutive: Int = 1, avoiding: Set<Int> = []) throws -> Int {
+        guard let port = LoopbackPorts.free(count: consecutive, avoiding: avoiding) else {
+            throw HarnessError("no \(consecutive) free consecutive loopback port(s) below the ephemeral range")
         }
-        throw HarnessError("no free loopback port pair found")
+        return port
     }
 
     static func withSocket(_ port: Int, _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Bool {
@@ -104,8 +108,6 @@ public final class Swtpm: @unchecked Sendable {
         }
     }
 
-    /// Whether a TCP port is free on 127.0.0.1 (other harnesses pick their ports with it too).
-    public static func canBind(_ port: Int) -> Bool { withSocket(port) { bind($0, $1, $2) } }
     static func canConnect(_ port: Int) -> Bool { withSocket(port) { connect($0, $1, $2) } }
 }
 

@@ -143,14 +143,7 @@ final class Fleet: @unchecked Sendable {
         self.names = names
         let made = try Binaries.run("vmv", ["certs", "init", "--out", certs.path, "--san", "127.0.0.1", "--san", "localhost"])
         guard made.status == 0 else { throw HarnessError("vmv certs init: \(made.stderr)") }
-        for name in names {
-            var port = 0
-            for _ in 0..<100 {
-                let p = Int.random(in: 20000..<60000)
-                if Swtpm.canBind(p) && !ports.values.contains(p) { port = p; break }
-            }
-            ports[name] = port
-        }
+        for name in names { ports[name] = try Swtpm.freePort(avoiding: Set(ports.values)) }
     }
 
     func hostDirectory(_ name: String) -> URL { directory.appendingPathComponent("hosts/\(name)") }
@@ -176,8 +169,8 @@ final class Fleet: @unchecked Sendable {
             \(extra)
             """
         try config.write(to: dir.appendingPathComponent("vmv.toml"), atomically: true, encoding: .utf8)
-        // The host keeps its port across a restart (the fleet knows it by URL); another test's
-        // free-port probe or the old listener may hold it for a moment, so a bind refusal is retried.
+        // The host keeps its port across a restart (the fleet knows it by URL); the old listener
+        // or another test's free-port probe may hold it for a moment, so a bind refusal is retried.
         for attempt in 1... {
             let p = try RunningProcess(try Binaries.path("vmv"), ["serve", "--config", dir.appendingPathComponent("vmv.toml").path],
                                        log: dir.appendingPathComponent("serve-\(UUID().uuidString.prefix(4)).log"))

@@ -30,12 +30,7 @@ final class PostgresCluster: @unchecked Sendable {
         if let user = asUser {
             _ = try Tools.run(try Tools.path("chown"), [user, directory.path])
         }
-        var p = 0
-        for _ in 0..<100 {
-            let candidate = Int.random(in: 20000..<60000)
-            if Swtpm.canBind(candidate) { p = candidate; break }
-        }
-        guard p != 0 else { throw HarnessError("no free port for PostgreSQL") }
+        let p = try Swtpm.freePort()
         port = p
         url = "postgresql://vmv@127.0.0.1:\(p)/fleet"
         let data = directory.appendingPathComponent("data").path

@@ -141,6 +141,12 @@ struct Child {
 
     func kill() { _ = Glibc.kill(pid, SIGKILL) }
 
+    /// Whether the child has ended (a zombie not yet waited for), without reaping it.
+    func hasExited() -> Bool {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        return stat.isEmpty || stat.contains(") Z ")
+    }
+
     /// Waits for the child; the signal that ended it, or nil when it exited (with `status`).
     func wait() -> (signal: Int32?, status: Int32) {
         var status: Int32 = 0

@@ -20,6 +20,7 @@ struct LogStressCommand: AsyncParsableCommand {
     @OptionGroup var tpmOptions: TPMOptions
     @Option(help: "Measurements to make in all; 0 goes on until killed.") var count = 0
     @Option(help: "Tasks calling measure() at once (more tasks, larger group commits).") var concurrency = 4
+    @Option(help: "Measurements per second in all, at most; 0: as fast as possible.") var rate = 0
     @Flag(help: "Record the VMV's boot measurements first.") var boot = false
 
     struct Recovered: Encodable {
@@ -36,6 +37,10 @@ struct LogStressCommand: AsyncParsableCommand {
         let epoch: UInt32
         let state: String
         let reason: String
+    }
+
+    func validate() throws {
+        guard rate >= 0, count >= 0, concurrency >= 1 else { throw ValidationError("--rate and --count must be ≥ 0, --concurrency ≥ 1") }
     }
 
     func run() async throws {
@@ -80,6 +85,9 @@ struct LogStressCommand: AsyncParsableCommand {
                         let r = try await engine.measure(m)
                         emit("acked \(r.epoch) \(r.seq)")
                         n += tasks
+                        // Each task makes rate / tasks per second: the crash test keeps epochs
+                        // small enough to read after every kill.
+                        if rate > 0 { try await Task.sleep(for: .microseconds(1_000_000 * tasks / rate)) }
                     }
                 }
             }

@@ -41,6 +41,14 @@ public struct Cadence: Sendable {
         return max(0.05, base * (1 + jitter * max(-1, min(1, unit))))
     }
 
+    /// When the attempt that ran from `started` to `finished` is next due. A sound one
+    /// (`failures` 0) an interval after it started, so a host is attested every interval
+    /// whatever the attempt took; after a failure the backoff counts from its end.
+    public func nextDue(started: Double, finished: Double, failures: Int, unit: Double) -> Double {
+        let delay = delay(failures: failures, unit: unit)
+        return failures == 0 ? max(started + delay, finished) : finished + delay
+    }
+
     func pow2(_ n: Int) -> Double { Double(1 << n) }
 }
 
@@ -157,9 +165,10 @@ public enum Judge {
 
         let sound = platform != nil
         let failures = sound ? 0 : claimed.failures + 1
+        let nextDue = cadence.nextDue(started: started, finished: finished, failures: failures, unit: unit)
         return Completion(host: host, owner: owner, started: started, finished: finished, verdict: verdict, reasons: reasons,
                           platform: platform, state: state, vms: vms, changes: changes, failures: failures,
-                          nextDue: finished + cadence.delay(failures: failures, unit: unit), reason: reason)
+                          nextDue: nextDue, reason: reason)
     }
 
     static let zeroUUID = [UInt8](repeating: 0, count: 16)

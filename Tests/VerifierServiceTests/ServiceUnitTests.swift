@@ -67,6 +67,15 @@ struct JudgeTests {
         #expect(c.delay(failures: 0, unit: 7) == 11)   // a draw outside [-1, 1] is clamped
     }
 
+    @Test("a sound attempt is next due an interval after it started, however long it took; a failure backs off from its end")
+    func nextDue() {
+        let c = Cadence(interval: 10, jitter: 0, maxBackoff: 60)
+        #expect(c.nextDue(started: 100, finished: 100.8, failures: 0, unit: 0) == 110)
+        #expect(c.nextDue(started: 100, finished: 112, failures: 0, unit: 0) == 112)   // never in the past
+        #expect(c.nextDue(started: 100, finished: 102, failures: 1, unit: 0) == 112)
+        #expect(c.nextDue(started: 100, finished: 102, failures: 2, unit: 0) == 122)
+    }
+
     func claimed(verdict: FleetVerdict, failures: Int = 0) -> ClaimedHost {
         ClaimedHost(registration: HostRegistration(name: "h", url: "https://127.0.0.1:1", akPin: nil, referenceSet: "default"),
                     state: nil, verdict: verdict, verdictSince: 5, failures: failures, leaseUntil: 100, due: 50,

@@ -55,6 +55,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     // [measure]
     /// Seconds between measurements of every guest; 0 measures at start and on new domains only.
     public var intervalSeconds: Int = 60
+    /// A guest's kernel regions are first measured this long after the domain started: Linux
+    /// patches its own text while it boots, and a root taken then is never seen again.
+    public var settleSeconds: Int = 30
     /// `auto` measures guests when Xen is there and says so in one line when it is not;
     /// `on` refuses to start without Xen; `off` never looks.
     public var xen: XenMode = .auto
@@ -168,6 +171,7 @@ extension ServerConfiguration {
         }
         try reader.table("measure") { (t: inout ConfigReader.Table) throws(ConfigurationError) in
             if let (v, _) = try t.integer("interval_seconds", in: 0...86400) { c.intervalSeconds = v }
+            if let (v, _) = try t.integer("settle_seconds", in: 0...3600) { c.settleSeconds = v }
             if let (v, line) = try t.string("xen") {
                 guard let mode = XenMode(rawValue: v) else {
                     throw t.error(line, "xen = \"\(v)\": expected one of \(XenMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
@@ -248,6 +252,7 @@ extension ServerConfiguration {
 
             [measure]
             interval_seconds = \(intervalSeconds)
+            settle_seconds = \(settleSeconds)
             xen = \(q(xen.rawValue))
 
             [measurement_log]

@@ -38,7 +38,9 @@ public struct VMVRuntime: Sendable {
                 "epoch": "\(status.epoch)", "records": "\(status.records)", "pcr": "\(status.pcr)",
                 "recovery": "\(recovery)",
             ])
-            let measurer = xen.map { GuestMeasurer(engine: engine, xen: $0, logger: logger.with(label: "vmv.guests")) }
+            let measurer = xen.map {
+                GuestMeasurer(engine: engine, xen: $0, logger: logger.with(label: "vmv.guests"), settleSeconds: configuration.settleSeconds)
+            }
             let host = try await VMVHost(tpm: tpm, engine: engine, configuration: configuration, xen: xen, xenNote: xenNote,
                                          measurer: measurer, metrics: metrics, logger: logger)
             return VMVRuntime(engine: engine, host: host, metrics: metrics, measurer: measurer, bootRecords: boot)
@@ -150,8 +152,10 @@ struct GuestMeasurementService: Service {
             return
         }
         let events = try xen.domainEvents()
+        // Domains whose kernel is still settling, with when to measure them (Unix ms).
+        let (settling, settled) = AsyncStream<(UInt32, UInt64)>.makeStream()
         let first = await measurer.measureAll()
-        record(first)
+        record(first, settling: settled)
         // The watch starts by reporting the domains already there: those were just measured.
         let measuredAtStart = Set(first.map(\.domainID))
         try await cancelWhenGracefulShutdown {
@@ -164,7 +168,7 @@ struct GuestMeasurementService: Service {
                             guard domain.id != 0, unseen.remove(domain.id) == nil else { continue }
                             logger.info("domain appeared", metadata: ["domid": "\(domain.id)", "name": "\(domain.name ?? "")"])
                             do {
-                                record([try await measurer.measure(domainID: domain.id)])
+                                record([try await measurer.measure(domainID: domain.id)], settling: settled)
                             } catch {
                                 metrics.recordError(.measurement)
                                 logger.warning("cannot measure a new domain", metadata: ["domid": "\(domain.id)", "error": "\(error)"])
@@ -175,11 +179,26 @@ struct GuestMeasurementService: Service {
                         }
                     }
                 }
+                group.addTask {
+                    // In the order they appeared, each is due settle_seconds after its start.
+                    for await (id, due) in settling {
+                        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
+                        if due > now { try await Task.sleep(for: .milliseconds(Int64(due - now) + 100)) }
+                        do {
+                            record([try await measurer.measure(domainID: id)], settling: settled)
+                        } catch let e as GuestMeasurementError where e.code == .noSuchDomain {
+                            continue
+                        } catch {
+                            metrics.recordError(.measurement)
+                            logger.warning("cannot measure a domain whose kernel settled", metadata: ["domid": "\(id)", "error": "\(error)"])
+                        }
+                    }
+                }
                 if interval > 0 {
                     group.addTask {
                         while true {
                             try await Task.sleep(for: .seconds(interval))
-                            record(await measurer.measureAll())
+                            record(await measurer.measureAll(), settling: nil)
                         }
                     }
                 }
@@ -188,9 +207,15 @@ struct GuestMeasurementService: Service {
         }
     }
 
-    /// Counts what a pass recorded and logs its failures.
-    func record(_ reports: [GuestMeasurementReport]) {
+    /// Counts what a pass recorded and logs its failures; a domain whose kernel is still settling
+    /// is handed to `settling`, to be measured when it has.
+    func record(_ reports: [GuestMeasurementReport], settling: AsyncStream<(UInt32, UInt64)>.Continuation?) {
         for report in reports {
+            if let due = report.settlingUntil {
+                logger.info("its kernel is measured once it has settled", metadata: [
+                    "domid": "\(report.domainID)", "name": "\(report.name ?? "")", "in_ms": "\(Int64(due) - Int64(report.time))"])
+                settling?.yield((report.domainID, due))
+            }
             for _ in report.recorded { metrics.recordMeasurement() }
             if let error = report.error {
                 metrics.recordError(.measurement)

@@ -299,6 +299,55 @@ enum Xen417Capture {
         await rig.stop()
     }
 
+    /// A guest that started less than the settle time ago gets its load-time facts at once and
+    /// its kernel regions once it has settled (Linux patches its text while it boots).
+    @Test func aKernelStillBootingIsMeasuredOnceItHasSettled() async throws {
+        let rig = try await MeasurementEngineTests.Rig()
+        let engine = try await rig.engine()
+        let measurer = GuestMeasurer(engine: engine, xen: nil, logger: Logger(label: "test"), settleSeconds: 30)
+        let dir = rig.state.path
+        let now = Date().timeIntervalSince1970
+        let young = try Self.identity(startTime: String(format: "%.2f", now - 5))
+        let early = try await measurer.measure(young, source: try Self.dump(in: dir, "a.elf"), config: nil)
+        let due = try #require(early.settlingUntil)
+        #expect(abs(Double(due) / 1000 - (now + 25)) < 2, "due 30 s after the start")
+        #expect(early.recorded.isEmpty && early.regions.isEmpty && early.error == nil)
+        // One that started long ago (the default identity) is measured at once.
+        let old = try await measurer.measure(try Self.identity(domid: 6), source: try Self.dump(in: dir, "b.elf"), config: nil)
+        #expect(old.settlingUntil == nil && old.recorded == [1, 2])
+        // Without libxl's start_time, the settle time counts from when the VMV first saw it.
+        var unknown = try Self.identity(domid: 7)
+        unknown.startTime = nil
+        let first = try await measurer.measure(unknown, source: try Self.dump(in: dir, "c.elf"), config: nil)
+        #expect(first.settlingUntil.map { Double($0) / 1000 - now } .map { $0 > 28 && $0 < 32 } == true)
+        await engine.close()
+        await rig.stop()
+    }
+
+    /// A VMV domain may read a guest's xenstore name only once dom0 has granted it, after the
+    /// first pass: the regions are then recorded again under the name, once.
+    @Test func aNameReadableOnlyLaterIsRecordedOnce() async throws {
+        let rig = try await MeasurementEngineTests.Rig()
+        let engine = try await rig.engine()
+        let measurer = GuestMeasurer(engine: engine, xen: nil, logger: Logger(label: "test"))
+        let dir = rig.state.path
+        var nameless = try Self.identity()
+        nameless.name = nil
+        let a = try await measurer.measure(nameless, source: try Self.dump(in: dir, "a.elf"), config: nil)
+        #expect(a.recorded == [1, 2] && a.name == nil)
+        let b = try await measurer.measure(nameless, source: try Self.dump(in: dir, "b.elf"), config: nil)
+        #expect(b.recorded.isEmpty)
+        let named = try await measurer.measure(try Self.identity(), source: try Self.dump(in: dir, "c.elf"), config: nil)
+        #expect(named.recorded == [3, 4] && !named.newIncarnation && named.regions.map(\.root) == a.regions.map(\.root))
+        #expect(await measurer.status().first?.name == "guest-pv")
+        let again = try await measurer.measure(try Self.identity(), source: try Self.dump(in: dir, "d.elf"), config: nil)
+        #expect(again.recorded.isEmpty, "the name is recorded once")
+        await engine.close()
+        let log = try rig.reader.read(epoch: 0)
+        #expect(log.records.map { $0.record.domain?.name } == [nil, nil, nil, "guest-pv", "guest-pv"])
+        await rig.stop()
+    }
+
     @Test func aRestartedVMVRecordsOnlyWhatTheLogDoesNotHold() async throws {
         let rig = try await MeasurementEngineTests.Rig()
         let dir = rig.state.path

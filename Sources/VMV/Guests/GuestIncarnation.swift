@@ -54,9 +54,12 @@ struct GuestIncarnation: Sendable {
     var lastChanged: UInt64?
     var records = 0
     var lastError: GuestMeasurementError?
+    /// When this VMV first saw the incarnation (Unix ms; 0: read back from the log).
+    var firstSeen: UInt64 = 0
 
-    init(_ identity: GuestIdentity) {
+    init(_ identity: GuestIdentity, firstSeen: UInt64 = 0) {
         self.identity = identity
+        self.firstSeen = firstSeen
     }
 
     /// The regions the log does not hold yet for this incarnation, each with the pages that
@@ -76,6 +79,11 @@ struct GuestIncarnation: Sendable {
     mutating func forgetRecords() {
         recorded = [:]
         loadTimeDone = false
+    }
+
+    /// Its regions are to be recorded again (under a name learned since).
+    mutating func forgetRegions() {
+        recorded = [:]
     }
 
     /// A region the log already holds (read back from it: root only, no page digests).

@@ -20,17 +20,24 @@ public actor GuestMeasurer {
     private let workers: Int
     /// Where libxl keeps its userdata (the libxl-json of each domain).
     private let libxlDirectory: String
+    /// How long after a domain started its kernel regions are first measured (ms).
+    private let settleMilliseconds: UInt64
     private var incarnations: [UInt32: GuestIncarnation] = [:]
     /// Domains whose last pass failed before their incarnation was known.
     private var failures: [UInt32: GuestStatus] = [:]
     /// The log epoch `incarnations` describes.
     private var epoch: UInt32?
 
-    public init(engine: MeasurementEngine, xen: XenHost, logger: Logger) {
-        self.init(engine: engine, xen: Optional(xen), logger: logger)
+    /// - Parameter settleSeconds: a domain's kernel regions are first measured this long after it
+    ///   started (libxl's start_time, else when first seen here): Linux patches its own text
+    ///   while it boots, and a root taken then is never seen again.
+    public init(engine: MeasurementEngine, xen: XenHost, logger: Logger, settleSeconds: Int = 0) {
+        self.init(engine: engine, xen: Optional(xen), logger: logger, settleSeconds: settleSeconds)
     }
 
-    init(engine: MeasurementEngine, xen: XenHost?, logger: Logger, workers: Int = 1, libxlDirectory: String = "/var/lib/xen") {
+    init(engine: MeasurementEngine, xen: XenHost?, logger: Logger, workers: Int = 1, libxlDirectory: String = "/var/lib/xen",
+         settleSeconds: Int = 0) {
+        self.settleMilliseconds = UInt64(max(0, settleSeconds)) * 1000
         self.engine = engine
         self.xen = xen
         self.logger = logger
@@ -173,8 +180,18 @@ public actor GuestMeasurer {
                  config: Result<DomainBuildConfig, DomainConfigError>?) async throws(GuestMeasurementError) -> GuestMeasurementReport {
         await followEpoch()
         var state = incarnations[identity.domainID].flatMap { $0.identity.sameIncarnation(identity) ? $0 : nil }
-            ?? GuestIncarnation(identity)
+            ?? GuestIncarnation(identity, firstSeen: Self.now())
         let isNew = state.firstMeasured == nil
+        // The name may become readable after the first pass (a VMV domain is granted each
+        // guest's xenstore name once dom0 has built it): record the regions again under it, so
+        // that the log, and the verifier's evidence, name the domain.
+        let named = !isNew && state.identity.name == nil && identity.name != nil
+        if named {
+            logger.notice("a domain's name became readable: its regions are recorded again under it", metadata: [
+                "domain": "\(identity.name ?? "-")", "domid": "\(identity.domainID)", "incarnation": "\(identity.incarnation)"])
+            state.forgetRegions()
+        }
+        if identity.name != nil { state.identity.name = identity.name }
         if isNew {
             logger.notice("measuring a new domain incarnation", metadata: [
                 "domain": "\(identity.name ?? "-")", "domid": "\(identity.domainID)", "uuid": "\(identity.uuidString)",
@@ -214,6 +231,16 @@ public actor GuestMeasurer {
             }
             state.loadTimeDone = true
             incarnations[identity.domainID] = state
+        }
+
+        // Run time: a kernel still booting is left to settle before its first region measurement.
+        if settleMilliseconds > 0, state.recordedRegions.isEmpty {
+            let started = identity.startTime.flatMap(Double.init).map { UInt64(max(0, $0 * 1000)) } ?? state.firstSeen
+            if Self.now() < started + settleMilliseconds {
+                report.settlingUntil = started + settleMilliseconds
+                incarnations[identity.domainID] = state
+                return report
+            }
         }
 
         // Run time: kernel text and read-only data, located again and hashed with the domain paused.
@@ -268,7 +295,7 @@ public actor GuestMeasurer {
                 report.regions[i].seq = seq
                 report.regions[i].changedPages = pages
             }
-            if !isNew || !pages.isEmpty {
+            if (!isNew && !named) || !pages.isEmpty {
                 logger.warning("a guest kernel region changed", metadata: [
                     "domain": "\(identity.name ?? "-")", "incarnation": "\(identity.incarnation)", "region": "\(region.subject)",
                     "root": "\(Hex.encode(region.root))", "pages": "\(pages.prefix(16))"])

@@ -211,10 +211,10 @@ struct GuestMeasurementService: Service {
     /// is handed to `settling`, to be measured when it has.
     func record(_ reports: [GuestMeasurementReport], settling: AsyncStream<(UInt32, UInt64)>.Continuation?) {
         for report in reports {
-            if let due = report.settlingUntil {
-                logger.info("its kernel is measured once it has settled", metadata: [
-                    "domid": "\(report.domainID)", "name": "\(report.name ?? "")", "in_ms": "\(Int64(due) - Int64(report.time))"])
-                settling?.yield((report.domainID, due))
+            if let due = report.settlingUntil, let settling {
+                logger.info("its kernel is recorded once it has settled", metadata: [
+                    "domid": "\(report.domainID)", "name": "\(report.name ?? "")", "next_pass_ms": "\(Int64(due) - Int64(report.time))"])
+                settling.yield((report.domainID, due))
             }
             for _ in report.recorded { metrics.recordMeasurement() }
             if let error = report.error {

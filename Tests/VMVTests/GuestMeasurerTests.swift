@@ -312,9 +312,20 @@ enum Xen417Capture {
         let due = try #require(early.settlingUntil)
         #expect(abs(Double(due) / 1000 - (now + 25)) < 2, "due 30 s after the start")
         #expect(early.recorded.isEmpty && early.regions.isEmpty && early.error == nil)
-        // One that started long ago (the default identity) is measured at once.
+        // One that started long ago is recorded when two passes agree.
         let old = try await measurer.measure(try Self.identity(domid: 6), source: try Self.dump(in: dir, "b.elf"), config: nil)
-        #expect(old.settlingUntil == nil && old.recorded == [1, 2])
+        #expect(old.settlingUntil != nil && old.recorded.isEmpty && old.kernelRelease == "6.1.0-1-amd64")
+        let agreed = try await measurer.measure(try Self.identity(domid: 6), source: try Self.dump(in: dir, "b2.elf"), config: nil)
+        #expect(agreed.settlingUntil == nil && agreed.recorded == [1, 2])
+        // Text still changing between passes is not recorded until it stops.
+        let patch = (Self.textPhysical + 0x40, [UInt8(0x90)])
+        _ = try await measurer.measure(try Self.identity(domid: 8), source: try Self.dump(in: dir, "p1.elf"), config: nil)
+        let moving = try await measurer.measure(try Self.identity(domid: 8), source: try Self.dump(in: dir, "p2.elf", patch: patch), config: nil)
+        #expect(moving.settlingUntil != nil && moving.recorded.isEmpty)
+        let still = try await measurer.measure(try Self.identity(domid: 8), source: try Self.dump(in: dir, "p3.elf", patch: patch), config: nil)
+        #expect(still.recorded == [3, 4])
+        let log = try rig.reader.read(epoch: 0)
+        #expect(log.records.filter { $0.record.kind == .memoryRegion }.count == 4, "no root of a kernel still changing is in the log")
         // Without libxl's start_time, the settle time counts from when the VMV first saw it.
         var unknown = try Self.identity(domid: 7)
         unknown.startTime = nil

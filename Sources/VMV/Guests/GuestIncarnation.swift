@@ -56,6 +56,8 @@ struct GuestIncarnation: Sendable {
     var lastError: GuestMeasurementError?
     /// When this VMV first saw the incarnation (Unix ms; 0: read back from the log).
     var firstSeen: UInt64 = 0
+    /// The roots of the last pass that found the kernel not yet settled (nothing recorded).
+    var unrecordedRoots: [String]?
 
     init(_ identity: GuestIdentity, firstSeen: UInt64 = 0) {
         self.identity = identity

@@ -53,8 +53,9 @@ public struct GuestMeasurementReport: Sendable, Hashable, Codable {
     /// Epoch of those records.
     public var epoch: UInt32?
     public var error: GuestMeasurementError?
-    /// When the kernel regions will first be measured (Unix ms): the domain started less than
-    /// the settle time ago, so this pass recorded its load-time facts only.
+    /// When the next pass should look (Unix ms) while the kernel has not settled: the domain
+    /// started less than the settle time ago, or the last two passes found different roots. This
+    /// pass recorded load-time facts only.
     public var settlingUntil: UInt64?
 
     public struct Region: Sendable, Hashable, Codable {

@@ -179,8 +179,8 @@ public actor GuestMeasurer {
     func measure(_ identity: GuestIdentity, source: any GuestMemorySource,
                  config: Result<DomainBuildConfig, DomainConfigError>?) async throws(GuestMeasurementError) -> GuestMeasurementReport {
         await followEpoch()
-        var state = incarnations[identity.domainID].flatMap { $0.identity.sameIncarnation(identity) ? $0 : nil }
-            ?? GuestIncarnation(identity, firstSeen: Self.now())
+        let known = incarnations[identity.domainID].flatMap { $0.identity.sameIncarnation(identity) ? $0 : nil }
+        var state = known ?? GuestIncarnation(identity, firstSeen: Self.now())
         let isNew = state.firstMeasured == nil
         // The name may become readable after the first pass (a VMV domain is granted each
         // guest's xenstore name once dom0 has built it): record the regions again under it, so
@@ -192,7 +192,7 @@ public actor GuestMeasurer {
             state.forgetRegions()
         }
         if identity.name != nil { state.identity.name = identity.name }
-        if isNew {
+        if known == nil {
             logger.notice("measuring a new domain incarnation", metadata: [
                 "domain": "\(identity.name ?? "-")", "domid": "\(identity.domainID)", "uuid": "\(identity.uuidString)",
                 "incarnation": "\(identity.incarnation)"])
@@ -274,6 +274,18 @@ public actor GuestMeasurer {
         let facts = base + [("kernel.release", VMVEventRecord.sanitized(kernel.banner.release, maxBytes: 256)),
                             ("kernel.banner", VMVEventRecord.sanitized(kernel.banner.text)),
                             ("kernel.slide", Self.hex(kernel.slide))]
+        // A kernel settles when two passes, a recheck apart, find the same roots: text patched
+        // late in boot (static keys, clocksource switches) is never recorded.
+        if settleMilliseconds > 0, state.recordedRegions.isEmpty {
+            let roots = measured.regions.map { "\($0.subject)=\(Hex.encode($0.root))" }
+            if state.unrecordedRoots != roots {
+                state.unrecordedRoots = roots
+                report.settlingUntil = Self.now() + min(settleMilliseconds, max(5000, settleMilliseconds / 4))
+                report.kernelRelease = kernel.banner.release
+                incarnations[identity.domainID] = state
+                return report
+            }
+        }
         let changes = state.changes(measured.regions)
         for r in measured.regions {
             report.regions.append(.init(subject: r.subject, virtualStart: "0x" + String(r.virtualStart, radix: 16), pageCount: r.pageCount,

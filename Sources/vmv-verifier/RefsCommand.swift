@@ -179,6 +179,18 @@ struct RefsCommand: AsyncParsableCommand {
                     }
                     let k = try ReferenceLearning.kernel(learnedFrom: d, evidence: origin, id: id)
                     try ReferenceDocument.kernel(k).validate("kernel \(k.id)")
+                    // Guests booted from one kernel measure the same: the first one's document
+                    // serves the others (only its provenance would differ).
+                    let existingPath = dir.refs + "/kernel-\(k.id).json"
+                    if !dir.force, let bytes = FileManager.default.contents(atPath: existingPath),
+                       case .kernel(var existing)? = try? ReferenceDocument(json: Array(bytes), name: existingPath) {
+                        existing.generated = k.generated
+                        if existing == k {
+                            print("\(existingPath): kernel \(k.id) from \(d.displayName): the same as the reference already there")
+                            try learnDomainConfig(of: d, kernel: k.id, origin: origin)
+                            continue
+                        }
+                    }
                     print("\(try dir.write(.kernel(k))): kernel \(k.id) from \(d.displayName): \(k.regions.keys.sorted().joined(separator: ", "))")
                     try learnDomainConfig(of: d, kernel: k.id, origin: origin)
                 }

@@ -260,6 +260,38 @@ struct AttestationTests {
     /// `refs learn --from` on evidence the real stack made, then an attestation with what it
     /// wrote: the learned guest and the platform are trusted, the unlearned guest unknown.
     /// With VMV_WRITE_EXAMPLES=1 the documents go to measurements/examples/learned.
+    /// Two guests booted from one kernel measure the same: learning both writes one kernel
+    /// document, and both are trusted by it.
+    @Test func refsLearnTwoGuestsOfOneKernel() async throws {
+        try await withHost { host in
+            try await host.measurePlatform()
+            try await host.measureGuest("guest1", kernel: "6.1.0-a")
+            try await host.measureGuest("guest2", kernel: "6.1.0-a")
+            let dir = try TemporaryDirectory.make(prefix: "vmv-learn2")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let nonce = TestVerifier.nonce()
+            let cert = try TestCertificate.make()
+            let bound = try await host.answer(nonces: [nonce], tlsKeyHash: try QuoteBinding.tlsKeyHash(certificateDER: cert))
+            let evidence = SavedEvidence(host: "test-host:8443", nonce: Hex.encode(nonce), serverCertificate: Base64.encode(cert),
+                                         request: .init(nonce: Hex.encode(nonce)), response: bound, receivedAt: "2026-11-27T00:00:00Z")
+            let evidencePath = dir.appendingPathComponent("evidence.json").path
+            try Data(evidence.json()).write(to: URL(fileURLWithPath: evidencePath))
+            let pinPath = dir.appendingPathComponent("ak.json").path
+            try Data(host.pin.json()).write(to: URL(fileURLWithPath: pinPath))
+            let refs = dir.appendingPathComponent("refs").path
+            let learn = try Binaries.run("vmv-verifier", ["refs", "learn", "--refs", refs, "--from", evidencePath, "--ak", pinPath,
+                                                          "--domain", "guest1", "--domain", "guest2", "--platform"])
+            #expect(learn.status == 0, "\(learn.stderr)")
+            #expect(learn.stdout.contains("from guest2: the same as the reference already there"), "\(learn.stdout)")
+            let kernels = try FileManager.default.contentsOfDirectory(atPath: refs).filter { $0.hasPrefix("kernel-") }
+            #expect(kernels.count == 1, "\(kernels)")
+            var verifier = TestVerifier(pin: host.pin, references: try ReferenceSet(directory: refs))
+            let (report, _) = try await verifier.attest(host)
+            #expect(report.verdict("guest1")?.verdict.level == .trusted)
+            #expect(report.verdict("guest2")?.verdict.level == .trusted)
+        }
+    }
+
     @Test func refsLearnFromSavedEvidence() async throws {
         try await withHost { host in
             try await host.measurePlatform()

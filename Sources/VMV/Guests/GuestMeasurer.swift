@@ -23,6 +23,10 @@ public actor GuestMeasurer {
     /// How long after a domain started its kernel regions are first measured (ms).
     private let settleMilliseconds: UInt64
     private var incarnations: [UInt32: GuestIncarnation] = [:]
+    /// One pass at a time: the actor is reentrant at every await, and two passes over one
+    /// domain would pause, map and unpause it at once through one Xen handle.
+    private var passRunning = false
+    private var passWaiters: [CheckedContinuation<Void, Never>] = []
     /// Domains whose last pass failed before their incarnation was known.
     private var failures: [UInt32: GuestStatus] = [:]
     /// The log epoch `incarnations` describes.
@@ -51,6 +55,12 @@ public actor GuestMeasurer {
     /// command line and config from the xl/libxl config when known) and its kernel text and
     /// read-only data (one event per region); records only what is new or changed.
     public func measure(domainID: UInt32) async throws(GuestMeasurementError) -> GuestMeasurementReport {
+        await beginPass()
+        defer { endPass() }
+        return try await measureOne(domainID: domainID)
+    }
+
+    private func measureOne(domainID: UInt32) async throws(GuestMeasurementError) -> GuestMeasurementReport {
         do throws(GuestMeasurementError) {
             guard let xen else { throw GuestMeasurementError(.xen, "no Xen host") }
             await followEpoch()
@@ -81,6 +91,8 @@ public actor GuestMeasurer {
     /// Every guest (not dom0, not the VMV's own domain); a failure of one is in its report.
     public func measureAll() async -> [GuestMeasurementReport] {
         guard let xen else { return [] }
+        await beginPass()
+        defer { endPass() }
         let domains: [XenDomainInfo]
         do {
             domains = try xen.domains()
@@ -94,7 +106,7 @@ public actor GuestMeasurer {
         var reports: [GuestMeasurementReport] = []
         for d in domains where d.id != 0 && d.id != me && !d.state.contains(.dying) {
             do throws(GuestMeasurementError) {
-                reports.append(try await measure(domainID: d.id))
+                reports.append(try await measureOne(domainID: d.id))
             } catch {
                 var r = GuestMeasurementReport(domainID: d.id, time: Self.now(), error: error)
                 r.name = d.name
@@ -104,6 +116,22 @@ public actor GuestMeasurer {
             }
         }
         return reports
+    }
+
+    private func beginPass() async {
+        if !passRunning {
+            passRunning = true
+            return
+        }
+        await withCheckedContinuation { passWaiters.append($0) }   // handed the pass by endPass()
+    }
+
+    private func endPass() {
+        if passWaiters.isEmpty {
+            passRunning = false
+        } else {
+            passWaiters.removeFirst().resume()
+        }
     }
 
     /// A domain went away (xenstore @releaseDomain): forget its incarnation.

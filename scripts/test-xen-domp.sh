@@ -27,7 +27,7 @@
 #                expect another policy
 #   permissive   (with --permissive-too) a second boot, flask=permissive: the domP's XSM status and
 #                its platform record say permissive, and the verdict is untrusted naming "XSM mode"
-# Usage: scripts/test-xen-domp.sh [--out DIR] [--keep]
+# Usage: scripts/test-xen-domp.sh [--out DIR] [--permissive-too]
 # Ends with "N passed, M failed"; exit 0 only if all passed. Logs in DIR (default .build/xen/domp-test).
 set -uo pipefail
 cd "$(dirname "$0")/.."

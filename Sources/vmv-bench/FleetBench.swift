@@ -40,8 +40,8 @@ struct FleetBench: AsyncParsableCommand {
     @Option(help: "Event-loop threads of the load generator.")
     var generatorThreads = 1
 
-    @Option(help: "First port of the simulated hosts (one port each).")
-    var basePort = 30000
+    @Option(help: "First port of the simulated hosts (one port each; below the ephemeral range, so no connection of an earlier run in TIME_WAIT holds one).")
+    var basePort = 20000
 
     @Option(help: "The vmv-verifier binary (default: next to vmv-bench).")
     var verifier: String?

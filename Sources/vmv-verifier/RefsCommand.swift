@@ -19,10 +19,15 @@ struct RefsCommand: AsyncParsableCommand {
         @Flag(help: "Replace a document of the same id.")
         var force = false
 
-        /// Writes `document` as DIR/<kind>-<id>.json (policy: DIR/policy.json), after checking that
-        /// the directory stays consistent with it.
+        /// DIR/<kind>-<id>.json (policy: DIR/policy.json).
+        static func name(_ document: ReferenceDocument) -> String {
+            document.kind == "policy" ? "policy.json" : "\(document.kind)-\(document.id).json"
+        }
+
+        /// Writes `document` as `name(document)` in DIR, after checking that the directory stays
+        /// consistent with it.
         func write(_ document: ReferenceDocument) throws -> String {
-            let name = document.kind == "policy" ? "policy.json" : "\(document.kind)-\(document.id).json"
+            let name = Self.name(document)
             let path = refs + "/" + name
             try FileManager.default.createDirectory(atPath: refs, withIntermediateDirectories: true)
             let bytes = document.json()
@@ -181,7 +186,7 @@ struct RefsCommand: AsyncParsableCommand {
                     try ReferenceDocument.kernel(k).validate("kernel \(k.id)")
                     // Guests booted from one kernel measure the same: the first one's document
                     // serves the others (only its provenance would differ).
-                    let existingPath = dir.refs + "/kernel-\(k.id).json"
+                    let existingPath = dir.refs + "/" + Directory.name(.kernel(k))
                     if !dir.force, let bytes = FileManager.default.contents(atPath: existingPath),
                        case .kernel(var existing)? = try? ReferenceDocument(json: Array(bytes), name: existingPath) {
                         existing.generated = k.generated

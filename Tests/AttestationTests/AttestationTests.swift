@@ -257,9 +257,22 @@ struct AttestationTests {
         }
     }
 
-    /// `refs learn --from` on evidence the real stack made, then an attestation with what it
-    /// wrote: the learned guest and the platform are trusted, the unlearned guest unknown.
-    /// With VMV_WRITE_EXAMPLES=1 the documents go to measurements/examples/learned.
+    /// The host's answer to a fresh nonce saved as `refs learn --from` reads it, with the AK pin:
+    /// (evidence.json, ak.json) in `dir`. A self-signed certificate stands for the host's TLS
+    /// certificate; the quote is bound to its key.
+    static func saveEvidence(_ host: RealStackHost, in dir: URL) async throws -> (evidence: SavedEvidence, path: String, pin: String) {
+        let nonce = TestVerifier.nonce()
+        let cert = try TestCertificate.make()
+        let bound = try await host.answer(nonces: [nonce], tlsKeyHash: try QuoteBinding.tlsKeyHash(certificateDER: cert))
+        let evidence = SavedEvidence(host: "test-host:8443", nonce: Hex.encode(nonce), serverCertificate: Base64.encode(cert),
+                                     request: .init(nonce: Hex.encode(nonce)), response: bound, receivedAt: "2026-11-27T00:00:00Z")
+        let path = dir.appendingPathComponent("evidence.json").path
+        try Data(evidence.json()).write(to: URL(fileURLWithPath: path))
+        let pin = dir.appendingPathComponent("ak.json").path
+        try Data(host.pin.json()).write(to: URL(fileURLWithPath: pin))
+        return (evidence, path, pin)
+    }
+
     /// Two guests booted from one kernel measure the same: learning both writes one kernel
     /// document, and both are trusted by it.
     @Test func refsLearnTwoGuestsOfOneKernel() async throws {
@@ -269,15 +282,7 @@ struct AttestationTests {
             try await host.measureGuest("guest2", kernel: "6.1.0-a")
             let dir = try TemporaryDirectory.make(prefix: "vmv-learn2")
             defer { try? FileManager.default.removeItem(at: dir) }
-            let nonce = TestVerifier.nonce()
-            let cert = try TestCertificate.make()
-            let bound = try await host.answer(nonces: [nonce], tlsKeyHash: try QuoteBinding.tlsKeyHash(certificateDER: cert))
-            let evidence = SavedEvidence(host: "test-host:8443", nonce: Hex.encode(nonce), serverCertificate: Base64.encode(cert),
-                                         request: .init(nonce: Hex.encode(nonce)), response: bound, receivedAt: "2026-11-27T00:00:00Z")
-            let evidencePath = dir.appendingPathComponent("evidence.json").path
-            try Data(evidence.json()).write(to: URL(fileURLWithPath: evidencePath))
-            let pinPath = dir.appendingPathComponent("ak.json").path
-            try Data(host.pin.json()).write(to: URL(fileURLWithPath: pinPath))
+            let (_, evidencePath, pinPath) = try await Self.saveEvidence(host, in: dir)
             let refs = dir.appendingPathComponent("refs").path
             let learn = try Binaries.run("vmv-verifier", ["refs", "learn", "--refs", refs, "--from", evidencePath, "--ak", pinPath,
                                                           "--domain", "guest1", "--domain", "guest2", "--platform"])
@@ -292,6 +297,9 @@ struct AttestationTests {
         }
     }
 
+    /// `refs learn --from` on evidence the real stack made, then an attestation with what it
+    /// wrote: the learned guest and the platform are trusted, the unlearned guest unknown.
+    /// With VMV_WRITE_EXAMPLES=1 the documents go to measurements/examples/learned.
     @Test func refsLearnFromSavedEvidence() async throws {
         try await withHost { host in
             try await host.measurePlatform()
@@ -299,17 +307,7 @@ struct AttestationTests {
             try await host.measureGuest("guest2", kernel: "6.1.0-b")
             let dir = try TemporaryDirectory.make(prefix: "vmv-learn")
             defer { try? FileManager.default.removeItem(at: dir) }
-            let nonce = TestVerifier.nonce()
-            // A self-signed certificate stands for the host's TLS certificate; the quote is
-            // bound to its key.
-            let cert = try TestCertificate.make()
-            let bound = try await host.answer(nonces: [nonce], tlsKeyHash: try QuoteBinding.tlsKeyHash(certificateDER: cert))
-            let evidence = SavedEvidence(host: "test-host:8443", nonce: Hex.encode(nonce), serverCertificate: Base64.encode(cert),
-                                         request: .init(nonce: Hex.encode(nonce)), response: bound, receivedAt: "2026-11-27T00:00:00Z")
-            let evidencePath = dir.appendingPathComponent("evidence.json").path
-            try Data(evidence.json()).write(to: URL(fileURLWithPath: evidencePath))
-            let pinPath = dir.appendingPathComponent("ak.json").path
-            try Data(host.pin.json()).write(to: URL(fileURLWithPath: pinPath))
+            let (evidence, evidencePath, pinPath) = try await Self.saveEvidence(host, in: dir)
             let refs = ProcessInfo.processInfo.environment["VMV_WRITE_EXAMPLES"] != nil
                 ? FileManager.default.currentDirectoryPath + "/measurements/examples/learned" : dir.appendingPathComponent("refs").path
             let learn = try Binaries.run("vmv-verifier", ["refs", "learn", "--refs", refs, "--force", "--from", evidencePath, "--ak", pinPath,
